@@ -1,0 +1,49 @@
+# Avatar Agents: common tasks. `make help` lists them.
+#
+# Tools live outside the checkout (see scripts/setup.sh); override any of these:
+#   make test AVATAR_CACHE=/tmp/aa-cache PYTHON=python3.12 PYTEST_ARGS="-k fixture -x"
+
+AVATAR_CACHE ?= $(HOME)/.cache/avatar-agents
+VENV         ?= $(AVATAR_CACHE)/venv
+PYTHON       ?= python3
+PYTEST_ARGS  ?=
+
+# The livekit-server binary, looked up as scripts/setup.sh does: $LIVEKIT_SERVER_BIN,
+# then livekit-server on PATH, then the one setup builds into the cache. Expanded only
+# when a recipe runs, i.e. after `setup` has had its chance to build it. Empty when
+# none exists (tests then fall back to LIVEKIT_URL, see tests/livekit_server.py).
+LIVEKIT_SERVER_BIN ?= $(firstword $(shell command -v livekit-server 2>/dev/null) \
+                                  $(wildcard $(AVATAR_CACHE)/bin/livekit-server))
+
+export AVATAR_CACHE VENV PYTHON LIVEKIT_SERVER_BIN
+# Code runs from the checkout, never pip-installed.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test demo bench clean
+
+help:
+	@echo "make setup   install/check venv, livekit-server, chromium, client_demo packages"
+	@echo "make test    run the test suite (pytest) against a throwaway livekit-server"
+	@echo "make demo    run the local demo (scripts/demo.sh)"
+	@echo "make bench   run the benchmarks (python -m bench)"
+	@echo "make clean   remove caches and build output inside the checkout"
+	@echo "cache: $(AVATAR_CACHE)"
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	bash scripts/demo.sh
+
+bench: setup
+	$(VENV)/bin/python -m bench
+
+# Only inside the checkout; the shared cache ($(AVATAR_CACHE)) is left alone.
+clean:
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build
+	find . -path ./client_demo/node_modules -prune -o -name __pycache__ -type d -prune \
+		-exec rm -rf {} +

@@ -1,0 +1,119 @@
+"""Worker configuration from the environment (and an optional .env), validated up front.
+
+Every problem a person can fix is reported as one `ConfigError` line before the worker starts,
+instead of a traceback from deep inside a job minutes later.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+DEFAULT_LIVEKIT_URL = "ws://127.0.0.1:7880"
+DEFAULT_API_KEY = "devkey"
+DEFAULT_API_SECRET = "avatar-agents-local-dev-secret-0123456789"
+DEFAULT_RENDERER = "testcard"
+AVATAR_MODES = ("inprocess", "remote")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line a person can act on."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    livekit_url: str = DEFAULT_LIVEKIT_URL
+    api_key: str = DEFAULT_API_KEY
+    api_secret: str = DEFAULT_API_SECRET
+    renderer: str = DEFAULT_RENDERER
+    source: Path | None = None
+    agent_name: str = "avatar-agent"
+    avatar_mode: str = "inprocess"
+    avatar_worker_name: str = "avatar-renderer"
+    width: int = 512
+    height: int = 512
+    fps: float = 30.0
+    audio_sample_rate: int = 24000
+    greeting: str = "Hello! I am your avatar. Type a message and I will say it."
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        if env is None:
+            load_dotenv(override=False)  # real environment variables win over .env
+            env = os.environ
+        source = env.get("AVATAR_SOURCE") or None
+        settings = cls(
+            livekit_url=env.get("LIVEKIT_URL", DEFAULT_LIVEKIT_URL),
+            api_key=env.get("LIVEKIT_API_KEY", DEFAULT_API_KEY),
+            api_secret=env.get("LIVEKIT_API_SECRET", DEFAULT_API_SECRET),
+            renderer=env.get("AVATAR_RENDERER", DEFAULT_RENDERER),
+            source=Path(source).expanduser() if source else None,
+            agent_name=env.get("AVATAR_AGENT_NAME", "avatar-agent"),
+            avatar_mode=env.get("AVATAR_MODE", "inprocess"),
+            avatar_worker_name=env.get("AVATAR_WORKER_NAME", "avatar-renderer"),
+            width=_int(env, "AVATAR_WIDTH", 512, 64, 1920),
+            height=_int(env, "AVATAR_HEIGHT", 512, 64, 1080),
+            fps=float(_int(env, "AVATAR_FPS", 30, 1, 60)),
+            audio_sample_rate=_int(env, "AVATAR_AUDIO_RATE", 24000, 8000, 48000),
+            greeting=env.get("AVATAR_GREETING", cls.greeting),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        from renderers import available
+
+        if self.renderer not in available():
+            raise ConfigError(
+                f"AVATAR_RENDERER={self.renderer!r} is not a renderer; "
+                f"choose one of: {', '.join(available())}"
+            )
+        if self.source is not None and not self.source.exists():
+            raise ConfigError(f"AVATAR_SOURCE={str(self.source)!r} does not exist")
+        if self.avatar_mode not in AVATAR_MODES:
+            raise ConfigError(
+                f"AVATAR_MODE={self.avatar_mode!r} is not valid; choose one of: "
+                + ", ".join(AVATAR_MODES)
+            )
+        if not self.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ConfigError(f"LIVEKIT_URL={self.livekit_url!r} must start with ws:// or wss://")
+        if self.width % 2 or self.height % 2:
+            raise ConfigError("AVATAR_WIDTH and AVATAR_HEIGHT must be even (video codecs need it)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} must be between {low} and {high}")
+    return value
+
+
+def http_url(livekit_url: str) -> str:
+    return livekit_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+
+
+def check_livekit_reachable(livekit_url: str, timeout_s: float = 3.0) -> None:
+    """livekit-server answers plain HTTP on its signalling port; fail fast when it does not."""
+    try:
+        with urllib.request.urlopen(http_url(livekit_url), timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # something answered: the server is there, whatever it thought of the request
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError(
+            f"cannot reach LiveKit at {livekit_url} ({reason}); start livekit-server "
+            "(make demo does) or set LIVEKIT_URL to a reachable server"
+        ) from None

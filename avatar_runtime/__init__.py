@@ -1,0 +1,29 @@
+"""The avatar runtime: speech audio in, paced and paired video + audio frames out.
+
+Uses `renderers`; knows nothing about HTTP or the agent. See generator.py for how frames are
+planned, rendered off the event loop and emitted, and publisher.py for how they reach a room.
+"""
+
+from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator, RuntimeOptions
+from .launch import start_avatar
+from .publisher import STATS_ATTRIBUTE, AvatarPublisher
+from .speech import SpeechQueue, SpeechWindow
+from .state import EMOTIONS, AvatarState
+from .stats import RuntimeStats
+from .timeline import FrameTimeline, SampleBuffer
+
+__all__ = [
+    "EMOTIONS",
+    "IDLE_AUDIO_KEY",
+    "STATS_ATTRIBUTE",
+    "AvatarPublisher",
+    "AvatarState",
+    "AvatarVideoGenerator",
+    "FrameTimeline",
+    "RuntimeOptions",
+    "RuntimeStats",
+    "SampleBuffer",
+    "SpeechQueue",
+    "SpeechWindow",
+    "start_avatar",
+]

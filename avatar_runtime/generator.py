@@ -1,0 +1,353 @@
+"""`AvatarVideoGenerator`: livekit-agents' VideoGenerator over any renderer.
+
+Speech audio goes in through `push_audio`; out comes an endless stream of
+`VideoFrame, AudioFrame` pairs, one pair per 1/fps of time, plus `AudioSegmentEnd` after the
+last frame of every utterance.
+
+How a frame is made:
+- *Planning* decides what frame n shows: the next window of queued speech if all of its audio
+  has arrived, otherwise an idle frame. Speech is planned a few frames ahead so renders overlap;
+  idle frames are planned only when frame n is due, so new speech starts on the very next frame.
+- *Rendering* runs the renderer on a worker thread, never on the event loop, batching
+  consecutive speech frames up to the renderer's preferred batch size.
+- *Emitting* hands frame n out when the consumer asks for it. If its render is not ready by the
+  frame's deadline on a steady 1/fps clock, the latest finished picture is repeated and counted,
+  so a slow renderer costs picture freshness, never audio timing.
+
+Idle frames carry silent audio by default, so the published audio never stops. That keeps the
+audio and video queues of `rtc.AVSynchronizer` equally full at all times, which is what keeps
+them in sync at the start of speech (README: "How audio and video stay in sync").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
+
+from renderers import Expression, FrameRequest, Renderer
+
+from .speech import SpeechQueue, SpeechWindow
+from .stats import RuntimeStats
+from .timeline import FrameTimeline
+
+logger = logging.getLogger("avatar_runtime")
+
+_CLOCK_RESET_S = 0.3
+
+IDLE_AUDIO_KEY = "avatar.idle"
+"""Set in `AudioFrame.userdata` of the silent audio that accompanies idle frames."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    width: int = 512
+    height: int = 512
+    fps: float = 30.0
+    audio_sample_rate: int = 24000
+    render_wait_s: float = 0.0
+    """Extra time a late render may take past the one-frame-of-queue deadline (see
+    `_deadline`). Raise it only with a consumer that buffers more than AVSynchronizer."""
+    max_render_ahead: int = 3
+    """Speech frames planned (and rendered) ahead of the one being emitted."""
+    idle_audio: bool = True
+    """Emit silence with idle frames (needed for exact A/V sync through AVSynchronizer)."""
+
+
+@dataclass(eq=False)
+class _Plan:
+    index: int
+    request: FrameRequest
+    speech: SpeechWindow | None
+    pixels: np.ndarray | None = None
+    in_flight: bool = False
+    discarded: bool = False  # its speech was cleared by an interruption
+    emitted: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class AvatarVideoGenerator(VideoGenerator):
+    def __init__(
+        self,
+        renderer: Renderer,
+        options: RuntimeOptions | None = None,
+        *,
+        expression: Callable[[], Expression] | None = None,
+    ) -> None:
+        self.options = options or RuntimeOptions()
+        self._renderer = renderer
+        caps = renderer.capabilities
+        self._speech = SpeechQueue(
+            out_rate=self.options.audio_sample_rate,
+            render_rate=caps.sample_rate,
+            fps=self.options.fps,
+            lookbehind_s=caps.lookbehind_s,
+            lookahead_s=caps.lookahead_s,
+        )
+        self._idle_timeline = FrameTimeline(self.options.audio_sample_rate, self.options.fps)
+        self._batch_size = max(1, caps.batch_size)
+        self._render_wait = self.options.render_wait_s
+        self._clock_anchor: tuple[float, int] | None = None
+        # A callable returning the current Expression, so emotion changes reach the next frame.
+        self._expression = expression or (lambda: Expression())
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render")
+
+        self._plans: deque[_Plan] = deque()  # planned and not yet emitted, in frame order
+        self._next_index = 0
+        self._emitted = -1
+        self._segment_ends: deque[int] = deque()  # yield AudioSegmentEnd once this frame is out
+        self._last_segment = 0
+        self._planned_position = 0  # speech samples (render rate) planned so far
+        self._emitted_position = 0  # speech samples (render rate) emitted so far
+        self._latest_pixels: np.ndarray | None = None
+        self._reset_renderer = False
+        self._work = asyncio.Event()
+        self._render_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = RuntimeStats()
+
+    # -- VideoGenerator ----------------------------------------------------------------------
+
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if isinstance(frame, AudioSegmentEnd):
+            self._speech.end_segment()
+        else:
+            self._speech.push(frame)
+        self._plan_ahead()
+
+    def clear_buffer(self) -> None:
+        """Drop queued speech and planned frames; the next frame out is idle."""
+        self._speech.clear()
+        for plan in self._plans:
+            plan.discarded = True
+            plan.done.set()
+        self._plans.clear()
+        self._next_index = self._emitted + 1
+        self._planned_position = self._emitted_position
+        while self._segment_ends and self._segment_ends[-1] > self._emitted:
+            self._segment_ends.pop()
+        self._reset_renderer = True
+        self.stats.interruptions += 1
+
+    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        return self._stream()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._render_task is not None:
+            self._render_task.cancel()
+            try:
+                await self._render_task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- emitting ----------------------------------------------------------------------------
+
+    async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        if self._render_task is None:
+            self._render_task = asyncio.create_task(self._render_loop(), name="avatar-render")
+        while not self._closed:
+            while self._segment_ends and self._segment_ends[0] <= self._emitted:
+                self._segment_ends.popleft()
+                yield AudioSegmentEnd()
+
+            plan = self._plans[0] if self._plans else self._plan_next(allow_idle=True)
+            assert plan is not None
+            pixels = await self._picture_for(plan)
+            if self._plans and self._plans[0] is plan:
+                self._plans.popleft()
+            plan.emitted = True
+            self._emitted = plan.index
+            self._count(plan)
+            video = rtc.VideoFrame(
+                self.options.width,
+                self.options.height,
+                rtc.VideoBufferType.RGBA,
+                pixels.tobytes(),
+            )
+            audio = self._audio_for(plan)
+            yield video
+            if audio is not None:
+                yield audio
+            self._plan_ahead()
+
+    def _deadline(self, index: int) -> float:
+        """When frame `index` must leave, on the emitter's clock.
+
+        The consumer (AVSynchronizer) pulls frames as soon as its ~100 ms queues have room, so
+        a frame is normally asked for a few frames before it plays. A late render may use that
+        slack down to one frame of queue, never more: audio must not wait for pictures.
+        """
+        now = time.perf_counter()
+        if self._clock_anchor is None or now > self._frame_time(index) + _CLOCK_RESET_S:
+            # First frame, or the consumer stalled: restart the clock instead of catching up.
+            self._clock_anchor = (now, index)
+        return self._frame_time(index) - 1.0 / self.options.fps + self._render_wait
+
+    def _frame_time(self, index: int) -> float:
+        assert self._clock_anchor is not None
+        anchor_time, anchor_index = self._clock_anchor
+        return anchor_time + (index - anchor_index) / self.options.fps
+
+    async def _picture_for(self, plan: _Plan) -> np.ndarray:
+        deadline = self._deadline(plan.index)
+        if plan.pixels is None:
+            if self._latest_pixels is None:
+                await plan.done.wait()  # nothing to repeat yet: the very first frame waits
+            else:
+                timeout = deadline - time.perf_counter()
+                if timeout > 0:
+                    try:
+                        await asyncio.wait_for(plan.done.wait(), timeout)
+                    except asyncio.TimeoutError:
+                        pass
+        if plan.pixels is not None:
+            return plan.pixels
+        self.stats.repeated_frames += 1
+        if not plan.in_flight:
+            self.stats.dropped_renders += 1  # never started: skipped for being late
+        if self._latest_pixels is None:
+            # The renderer failed on the very first frame: show black rather than nothing.
+            self._latest_pixels = self._black()
+        return self._latest_pixels
+
+    def _audio_for(self, plan: _Plan) -> rtc.AudioFrame | None:
+        rate = self.options.audio_sample_rate
+        if plan.speech is not None:
+            samples = plan.speech.out_audio
+            return rtc.AudioFrame(samples.tobytes(), rate, 1, samples.size)
+        if not self.options.idle_audio:
+            return None
+        lo, hi = self._idle_timeline.window(plan.index)
+        return rtc.AudioFrame(
+            bytes(2 * (hi - lo)), rate, 1, hi - lo, userdata={IDLE_AUDIO_KEY: True}
+        )
+
+    def _count(self, plan: _Plan) -> None:
+        stats = self.stats
+        stats.frames += 1
+        if plan.speech is None:
+            stats.idle_frames += 1
+            return
+        stats.speech_frames += 1
+        self._emitted_position = plan.request.speech_position + plan.speech.window_length
+        if plan.speech.frame_in_segment == 0:
+            stats.segments += 1
+            latency = (time.perf_counter() - plan.speech.first_audio_at) * 1000.0
+            stats.first_frame_latency_ms.append(latency)
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _plan_ahead(self) -> None:
+        while len(self._plans) < self.options.max_render_ahead:
+            if self._plan_next(allow_idle=False) is None:
+                break
+
+    def _plan_next(self, *, allow_idle: bool) -> _Plan | None:
+        while self._speech.pop_empty_end():
+            self._segment_ends.append(self._next_index - 1)
+        window = self._speech.next_window()
+        if window is None and not allow_idle:
+            return None
+        index = self._next_index
+        if window is not None:
+            self._last_segment = window.segment
+            request = FrameRequest(
+                index=index,
+                audio=window.render_audio,
+                window_offset=window.window_offset,
+                window_length=window.window_length,
+                speech_position=self._planned_position,
+                segment=window.segment,
+                segment_position=window.segment_position,
+                expression=self._expression(),
+            )
+            self._planned_position += window.window_length
+            if window.last:
+                self._segment_ends.append(index)
+        else:
+            request = FrameRequest(
+                index=index,
+                audio=None,
+                window_offset=0,
+                window_length=0,
+                speech_position=self._planned_position,
+                segment=self._last_segment,
+                expression=self._expression(),
+            )
+        plan = _Plan(index=index, request=request, speech=window)
+        self._plans.append(plan)
+        self._next_index += 1
+        self._work.set()
+        return plan
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    async def _render_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await self._work.wait()
+            self._work.clear()
+            while batch := self._next_batch():
+                for plan in batch:
+                    plan.in_flight = True
+                reset, self._reset_renderer = self._reset_renderer, False
+                started = time.perf_counter()
+                try:
+                    pictures = await loop.run_in_executor(
+                        self._executor, self._render_batch, [p.request for p in batch], reset
+                    )
+                except Exception:
+                    # A broken renderer must not take the session down: keep showing the last
+                    # good picture (counted as repeats) and keep the audio flowing.
+                    logger.exception("renderer %s failed", self._renderer.name)
+                    pictures = [None] * len(batch)
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                self.stats.render_ms.append(elapsed_ms / len(batch))
+                for plan, pixels in zip(batch, pictures, strict=True):
+                    plan.in_flight = False
+                    if plan.discarded:
+                        self.stats.dropped_renders += 1
+                    else:
+                        if pixels is not None:
+                            plan.pixels = pixels
+                            self._latest_pixels = pixels
+                        if plan.emitted:
+                            self.stats.dropped_renders += 1  # finished after its frame went out
+                    plan.done.set()
+
+    def _next_batch(self) -> list[_Plan]:
+        batch: list[_Plan] = []
+        for plan in self._plans:
+            if plan.pixels is not None or plan.in_flight:
+                if batch:
+                    break
+                continue
+            batch.append(plan)
+            if len(batch) >= self._batch_size or plan.speech is None:
+                break
+        return batch
+
+    def _render_batch(self, requests: list[FrameRequest], reset: bool) -> list[np.ndarray]:
+        if reset:
+            self._renderer.reset()
+        pictures = self._renderer.render(requests)
+        if len(pictures) != len(requests):
+            raise RuntimeError(
+                f"renderer returned {len(pictures)} frames for {len(requests)} requests"
+            )
+        return pictures
+
+    def _black(self) -> np.ndarray:
+        frame = np.zeros((self.options.height, self.options.width, 4), dtype=np.uint8)
+        frame[..., 3] = 255
+        return frame

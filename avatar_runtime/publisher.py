@@ -1,0 +1,211 @@
+"""`AvatarPublisher`: puts a generator's frames on a room's tracks and keeps the agent informed.
+
+It plays the role of livekit-agents' `AvatarRunner` (same AudioReceiver contract, same
+`rtc.AVSynchronizer` pacing), with three differences that matter for a real avatar:
+- idle frames carry silent audio, and only speech audio counts as playback;
+- an interruption also empties the synchronizer's queues, so the avatar stops at once instead
+  of finishing ~100 ms of queued speech;
+- "playback finished" is reported when the last audio has actually been played, not when it
+  was queued, and the runtime's counters are published as a participant attribute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd
+
+from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator
+
+logger = logging.getLogger("avatar_runtime")
+
+STATS_ATTRIBUTE = "avatar.stats"
+AUDIO_TRACK_NAME = "avatar_audio"
+VIDEO_TRACK_NAME = "avatar_video"
+
+
+class AvatarPublisher:
+    def __init__(
+        self,
+        room: rtc.Room,
+        *,
+        audio_recv: AudioReceiver,
+        video_gen: AvatarVideoGenerator,
+        queue_size_ms: int = 100,
+        stats_interval_s: float = 2.0,
+    ) -> None:
+        self._room = room
+        self._audio_recv = audio_recv
+        self._video_gen = video_gen
+        options = video_gen.options
+        self._audio_source = rtc.AudioSource(
+            options.audio_sample_rate, 1, queue_size_ms=queue_size_ms
+        )
+        self._video_source = rtc.VideoSource(options.width, options.height)
+        self._av_sync = rtc.AVSynchronizer(
+            audio_source=self._audio_source,
+            video_source=self._video_source,
+            video_fps=options.fps,
+            video_queue_size_ms=queue_size_ms,
+        )
+        self._stats_interval = stats_interval_s
+        self._playing = False
+        self._position = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._main_tasks: list[asyncio.Task[None]] = []
+        self._pending_finish: tuple[asyncio.TimerHandle, float] | None = None
+        self.audio_publication: rtc.LocalTrackPublication | None = None
+        self.video_publication: rtc.LocalTrackPublication | None = None
+
+    @property
+    def av_sync(self) -> rtc.AVSynchronizer:
+        return self._av_sync
+
+    async def start(self) -> None:
+        await self._audio_recv.start()
+        self._audio_recv.on("clear_buffer", self._on_clear_buffer)
+        self._main_tasks = [
+            asyncio.create_task(self._read_audio(), name="avatar-read-audio"),
+            asyncio.create_task(self._forward_frames(), name="avatar-forward"),
+            asyncio.create_task(self._publish_stats(), name="avatar-stats"),
+        ]
+
+    async def wait_for_complete(self) -> None:
+        await asyncio.gather(*self._main_tasks[:2])
+
+    async def aclose(self) -> None:
+        if self._pending_finish is not None:
+            self._pending_finish[0].cancel()
+        for task in [*self._main_tasks, *self._tasks]:
+            task.cancel()
+        for task in [*self._main_tasks, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._audio_recv.aclose()
+        await self._video_gen.aclose()
+        await self._av_sync.aclose()
+        await self._audio_source.aclose()
+        await self._video_source.aclose()
+
+    # -- tracks ------------------------------------------------------------------------------
+
+    async def _publish_tracks(self) -> None:
+        local = self._room.local_participant
+        audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._audio_source)
+        self.audio_publication = await local.publish_track(
+            audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, self._video_source)
+        self.video_publication = await local.publish_track(
+            video_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+        )
+
+    # -- data paths --------------------------------------------------------------------------
+
+    async def _read_audio(self) -> None:
+        async for frame in self._audio_recv:
+            await self._video_gen.push_audio(frame)
+
+    async def _forward_frames(self) -> None:
+        try:
+            async for item in self._video_gen:
+                if isinstance(item, AudioSegmentEnd):
+                    self._on_segment_end()
+                    continue
+                if self.video_publication is None:
+                    # Publish only once the first picture exists: no empty track on the page.
+                    await self._publish_tracks()
+                await self._av_sync.push(item)
+                if isinstance(item, rtc.AudioFrame) and not (item.userdata or {}).get(
+                    IDLE_AUDIO_KEY
+                ):
+                    self._on_speech_audio(item)
+        except Exception:
+            logger.exception("avatar frame forwarding stopped")
+            raise
+
+    def _on_speech_audio(self, frame: rtc.AudioFrame) -> None:
+        if not self._playing:
+            self._playing = True
+            self._position = 0.0
+            self._notify(self._audio_recv.notify_playback_started())
+        self._position += frame.duration
+
+    def _on_segment_end(self) -> None:
+        if not self._playing:
+            return  # an utterance with no audio, or one already reported as interrupted
+        self._report_pending_finish()  # keep reports in utterance order
+        position = self._position
+        self._playing = False
+        self._position = 0.0
+        # The last audio is still in the source's queue: report it once it has been played.
+        delay = self._audio_source.queued_duration
+        timer = asyncio.get_running_loop().call_later(delay, self._report_pending_finish)
+        self._pending_finish = (timer, position)
+
+    def _report_pending_finish(self, *, interrupted: bool = False) -> None:
+        if self._pending_finish is None:
+            return
+        timer, position = self._pending_finish
+        self._pending_finish = None
+        timer.cancel()
+        self._notify(
+            self._audio_recv.notify_playback_finished(
+                playback_position=position, interrupted=interrupted
+            )
+        )
+
+    def _on_clear_buffer(self) -> None:
+        self._video_gen.clear_buffer()
+        # An utterance fully queued but not yet played out was cut short too.
+        self._report_pending_finish(interrupted=True)
+        playing, position = self._playing, self._position
+        self._playing = False
+        self._position = 0.0
+
+        async def clear() -> None:
+            await self._av_sync.clear_queue()
+            if playing:
+                await self._await(
+                    self._audio_recv.notify_playback_finished(
+                        playback_position=position, interrupted=True
+                    )
+                )
+
+        self._spawn(clear())
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _publish_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self._stats_interval)
+            if not self._room.isconnected():
+                continue
+            snapshot = self._video_gen.stats.snapshot()
+            snapshot["actual_fps"] = round(self._av_sync.actual_fps, 2)
+            try:
+                await self._room.local_participant.set_attributes(
+                    {STATS_ATTRIBUTE: json.dumps(snapshot, separators=(",", ":"))}
+                )
+            except Exception:
+                logger.debug("could not publish avatar stats", exc_info=True)
+
+    def _notify(self, result: None | Coroutine[Any, Any, None]) -> None:
+        if asyncio.iscoroutine(result):
+            self._spawn(result)
+
+    @staticmethod
+    async def _await(result: None | Coroutine[Any, Any, None]) -> None:
+        if asyncio.iscoroutine(result):
+            await result
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

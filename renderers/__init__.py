@@ -1,0 +1,26 @@
+"""Renderers: one package per renderer behind one interface. Pure compute; imports nothing
+from the rest of the project."""
+
+from .base import (
+    Expression,
+    FrameRequest,
+    Renderer,
+    RendererCapabilities,
+    RendererError,
+    VideoFormat,
+)
+from .registry import UnknownRendererError, available, create, register, renderer_class
+
+__all__ = [
+    "Expression",
+    "FrameRequest",
+    "Renderer",
+    "RendererCapabilities",
+    "RendererError",
+    "UnknownRendererError",
+    "VideoFormat",
+    "available",
+    "create",
+    "register",
+    "renderer_class",
+]

@@ -1,0 +1,124 @@
+"""The one interface every renderer implements.
+
+A renderer is pure compute: given the audio window of a video frame (or none, when the avatar
+is idle) and the current expression, it returns the pixels of that frame. It knows nothing about
+LiveKit, pacing or HTTP; the avatar runtime owns all of that.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class RendererError(Exception):
+    """A renderer could not load or prepare an avatar. `code` is stable for API clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RendererCapabilities:
+    """What a renderer needs from the runtime and what it offers."""
+
+    sample_rate: int = 16000
+    """Rate of the audio the renderer reads; the runtime resamples speech to it."""
+    native_fps: float | None = None
+    """Frame rate the model was trained at, if it has one (None: any rate)."""
+    lookahead_s: float = 0.0
+    """Audio the renderer must see past the end of a frame's own window."""
+    lookbehind_s: float = 0.0
+    """Audio the renderer wants before the start of a frame's own window."""
+    batch_size: int = 1
+    """Frames the renderer prefers to receive per `render` call."""
+    emotions: tuple[str, ...] = ()
+    """Emotions it can show; empty means it has no emotion control."""
+    devices: tuple[str, ...] = ("cpu",)
+    backends: tuple[str, ...] = ("numpy",)
+    needs_source: bool = False
+    """True when it cannot run without an avatar source (image, video or package)."""
+
+
+@dataclass(frozen=True)
+class Expression:
+    """Emotion state read by the renderer on every frame."""
+
+    emotion: str = "neutral"
+    intensity: float = 0.0
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """Everything a renderer gets to draw one video frame."""
+
+    index: int
+    """Frame number since the session started, idle frames included."""
+    audio: np.ndarray | None
+    """float32 mono at `sample_rate`: lookbehind + the frame's own window + lookahead.
+    None for idle frames (no speech)."""
+    window_offset: int
+    """Index in `audio` where the frame's own window starts (the lookbehind length)."""
+    window_length: int
+    """Number of samples in the frame's own window (varies by one with fractional rates)."""
+    speech_position: int
+    """Speech samples (at `sample_rate`) the session played before this frame's window: a
+    monotonic clock of speech, used by the testcard to make sync measurable."""
+    segment: int = 0
+    """Utterance counter: 1 for the session's first utterance, +1 for each next one."""
+    segment_position: int = 0
+    """Samples of the current utterance before this frame's window (0 at an utterance start)."""
+    expression: Expression = field(default_factory=Expression)
+
+    @property
+    def is_speech(self) -> bool:
+        return self.audio is not None
+
+    def own_window(self) -> np.ndarray:
+        """The frame's own audio (without look-behind/look-ahead); empty when idle."""
+        if self.audio is None:
+            return np.zeros(0, dtype=np.float32)
+        return self.audio[self.window_offset : self.window_offset + self.window_length]
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    width: int = 512
+    height: int = 512
+    fps: float = 30.0
+
+
+class Renderer(ABC):
+    """Base class of all renderers. Subclasses set `name` and `capabilities`."""
+
+    name: str = ""
+    capabilities: RendererCapabilities = RendererCapabilities()
+
+    def __init__(self, video: VideoFormat) -> None:
+        self.video = video
+
+    def load(self, source: Path | None) -> None:
+        """Prepare the avatar once (detect, cache). Raise RendererError on bad input."""
+        if source is None and self.capabilities.needs_source:
+            raise RendererError(
+                "source_required", f"renderer '{self.name}' needs an avatar source"
+            )
+
+    @abstractmethod
+    def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        """Return one RGBA uint8 array of shape (height, width, 4) per request, in order.
+
+        Called from a worker thread, never on the event loop. Requests arrive in frame order.
+        """
+
+    def reset(self) -> None:
+        """Forget per-utterance state (called after an interruption)."""
+
+    def close(self) -> None:
+        """Release models and threads."""

@@ -1,0 +1,45 @@
+"""Renderers by name. Entries are import paths, so a renderer's heavy dependencies (torch,
+onnxruntime, mediapipe) are imported only when that renderer is chosen."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Renderer, RendererError, VideoFormat
+
+_REGISTRY: dict[str, str] = {
+    "testcard": "renderers.testcard:TestcardRenderer",
+}
+
+
+class UnknownRendererError(RendererError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            "unknown_renderer",
+            f"unknown renderer '{name}'; available: {', '.join(available())}",
+        )
+
+
+def register(name: str, import_path: str) -> None:
+    """Register a renderer as 'package.module:ClassName' (third-party renderers too)."""
+    _REGISTRY[name] = import_path
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def renderer_class(name: str) -> type[Renderer]:
+    try:
+        import_path = _REGISTRY[name]
+    except KeyError:
+        raise UnknownRendererError(name) from None
+    module_name, _, class_name = import_path.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Renderer)):
+        raise RendererError("invalid_renderer", f"{import_path} is not a Renderer subclass")
+    return cls
+
+
+def create(name: str, video: VideoFormat | None = None) -> Renderer:
+    return renderer_class(name)(video or VideoFormat())

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Prepare everything the project needs to run, test and demo, idempotently.
+#
+#   1. a Python virtualenv with the dependencies from pyproject.toml
+#   2. a livekit-server binary (or an external server given by LIVEKIT_URL)
+#   3. Chromium for the browser tests
+#   4. the client_demo node packages (when client_demo/package.json exists)
+#
+# Everything is cached outside the checkout, under AVATAR_CACHE, so several
+# checkouts (a CI clone, a work tree) share one set of tools. The project itself is
+# not pip-installed: code runs from the checkout (PYTHONPATH / pytest pythonpath).
+#
+# Environment:
+#   AVATAR_CACHE          cache root                (default: $HOME/.cache/avatar-agents)
+#   VENV                  virtualenv                (default: $AVATAR_CACHE/venv)
+#   PYTHON                interpreter for the venv  (default: python3)
+#   AVATAR_EXTRAS         extra pyproject extras besides "dev", comma separated (e.g. cloud)
+#   LIVEKIT_SERVER_BIN    use this livekit-server binary
+#   LIVEKIT_URL           external server to use when no binary is available
+#   AVATAR_SKIP_BROWSER=1 do not check for / install Chromium
+#
+# A second run with nothing to do takes well under a few seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+AVATAR_CACHE="${AVATAR_CACHE:-$HOME/.cache/avatar-agents}"
+VENV="${VENV:-$AVATAR_CACHE/venv}"
+PYTHON="${PYTHON:-python3}"
+LIVEKIT_SERVER_VERSION="v1.13.5"
+LIVEKIT_SERVER_MODULE="github.com/livekit/livekit-server/cmd/server"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$AVATAR_CACHE"
+
+# Two checkouts running setup at once must not pip-install into one venv together.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$AVATAR_CACHE/.setup.lock"
+    flock 9
+fi
+
+# --------------------------------------------------------------------------- python
+python_ok() {  # python_ok INTERPRETER: true when it runs and satisfies requires-python
+    "$1" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 13)))' \
+        >/dev/null 2>&1
+}
+
+setup_python() {
+    command -v "$PYTHON" >/dev/null 2>&1 \
+        || die "'$PYTHON' not found; install Python 3.11 or 3.12, or set PYTHON=/path/to/python3.11"
+    python_ok "$PYTHON" \
+        || die "$PYTHON is $("$PYTHON" -V 2>&1); this project needs Python 3.11 or 3.12" \
+               "(set PYTHON=...)"
+
+    if [[ -e "$VENV" ]] && ! python_ok "$VENV/bin/python"; then
+        # Only ever delete something that is a virtualenv (VENV may be overridden).
+        [[ -f "$VENV/pyvenv.cfg" ]] || die "VENV=$VENV exists but is not a virtualenv"
+        say "venv $VENV is broken or has the wrong Python; recreating it"
+        rm -rf "$VENV"
+    fi
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        say "creating venv $VENV"
+        "$PYTHON" -m venv "$VENV" \
+            || die "could not create a venv (on Debian: apt-get install python3-venv)"
+    fi
+
+    # The requirement list: [project].dependencies, the dev extra and AVATAR_EXTRAS.
+    local reqs
+    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS:-}" "$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
+import os, re, sys, tomllib
+
+with open(sys.argv[1], "rb") as f:
+    project = tomllib.load(f)["project"]
+extras = ["dev"] + [e for e in re.split(r"[,\s]+", os.environ["AVATAR_EXTRAS"]) if e]
+optional = project.get("optional-dependencies", {})
+reqs = list(project.get("dependencies", []))
+for extra in dict.fromkeys(extras):
+    if extra not in optional:
+        known = ", ".join(optional)
+        sys.exit(f"setup: ERROR: unknown extra {extra!r} (pyproject.toml has: {known})")
+    reqs += optional[extra]
+print("\n".join(dict.fromkeys(reqs)))
+PY
+)"
+    # The venv's Python version is part of the key: a rebuilt interpreter gets fresh deps.
+    local key stamp
+    key="$(printf '%s\n%s\n' "$("$VENV/bin/python" -V 2>&1)" "$reqs" | sha256sum | cut -c1-16)"
+    stamp="$VENV/.deps-$key"
+    if [[ -e "$stamp" ]]; then
+        say "python deps up to date ($VENV)"
+        return
+    fi
+    say "installing python deps into $VENV (first run takes a few minutes)"
+    local reqfile="$VENV/.requirements.txt"
+    printf '%s\n' "$reqs" >"$reqfile"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqfile" \
+        || die "pip install failed (requirements: $reqfile)"
+    rm -f "$VENV"/.deps-*   # pins may have gone back and forth: only the newest stamp is true
+    : >"$stamp"
+    say "python deps installed"
+}
+
+# ------------------------------------------------------------------- livekit-server
+find_go() {
+    if command -v go >/dev/null 2>&1; then command -v go
+    elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go
+    else return 1
+    fi
+}
+
+LIVEKIT_BIN=""
+
+setup_livekit_server() {
+    local go_bin
+    if [[ -n "${LIVEKIT_SERVER_BIN:-}" ]]; then
+        [[ -x "$LIVEKIT_SERVER_BIN" ]] \
+            || die "LIVEKIT_SERVER_BIN=$LIVEKIT_SERVER_BIN is not an executable file"
+        LIVEKIT_BIN="$LIVEKIT_SERVER_BIN"
+    elif command -v livekit-server >/dev/null 2>&1; then
+        LIVEKIT_BIN="$(command -v livekit-server)"
+    elif [[ -x "$AVATAR_CACHE/bin/livekit-server" ]]; then
+        LIVEKIT_BIN="$AVATAR_CACHE/bin/livekit-server"
+    elif go_bin="$(find_go)"; then
+        say "building livekit-server $LIVEKIT_SERVER_VERSION with" \
+            "$("$go_bin" version | cut -d' ' -f3) (takes ~5 minutes, once)"
+        mkdir -p "$AVATAR_CACHE/gobin" "$AVATAR_CACHE/bin"
+        # Run outside the checkout so that no go.mod / go.work of ours can interfere.
+        # Go's module and build caches stay where Go keeps them (~/go, ~/.cache/go-build).
+        local build_log="$AVATAR_CACHE/livekit-server-build.log"
+        if ! (cd "$AVATAR_CACHE" && GOBIN="$AVATAR_CACHE/gobin" "$go_bin" install \
+                "$LIVEKIT_SERVER_MODULE@$LIVEKIT_SERVER_VERSION") >"$build_log" 2>&1; then
+            tail -n 20 "$build_log" >&2
+            die "go install $LIVEKIT_SERVER_MODULE@$LIVEKIT_SERVER_VERSION failed (log: $build_log)"
+        fi
+        # Go names the binary after its package directory, "server".
+        mv -f "$AVATAR_CACHE/gobin/server" "$AVATAR_CACHE/bin/livekit-server"
+        LIVEKIT_BIN="$AVATAR_CACHE/bin/livekit-server"
+    elif [[ -n "${LIVEKIT_URL:-}" ]]; then
+        say "livekit-server: none installed; using the external server LIVEKIT_URL=$LIVEKIT_URL"
+        return
+    else
+        cat >&2 <<EOF
+setup: ERROR: no livekit-server found. Do one of:
+  - install Go >= 1.26 (https://go.dev/dl/, e.g. into /usr/local/go) and rerun 'make setup';
+  - build it yourself and put it on PATH or at $AVATAR_CACHE/bin/livekit-server:
+      GOBIN=$AVATAR_CACHE/gobin go install $LIVEKIT_SERVER_MODULE@$LIVEKIT_SERVER_VERSION
+      mkdir -p $AVATAR_CACHE/bin && cp $AVATAR_CACHE/gobin/server $AVATAR_CACHE/bin/livekit-server
+  - or point at a server you already run:
+      export LIVEKIT_URL=ws://host:7880 LIVEKIT_API_KEY=... LIVEKIT_API_SECRET=...
+EOF
+        exit 1
+    fi
+    local version
+    version="$("$LIVEKIT_BIN" --version 2>&1)" || die "$LIVEKIT_BIN does not run: $version"
+    say "livekit-server ${version##* } ($LIVEKIT_BIN)"
+}
+
+# ------------------------------------------------------------------------- chromium
+CHROMIUM_BIN=""
+
+setup_chromium() {
+    if [[ "${AVATAR_SKIP_BROWSER:-0}" == "1" ]]; then
+        say "chromium: skipped (AVATAR_SKIP_BROWSER=1)"
+        return
+    fi
+    if [[ ! -x /usr/bin/chromium ]]; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            say "installing chromium with apt-get (takes a minute once)"
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+                || die "apt-get update failed"
+            # fonts-liberation: a Recommends of chromium worth having for text rendering.
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                chromium fonts-liberation >/dev/null \
+                || die "apt-get install chromium failed"
+        else
+            say "WARNING: /usr/bin/chromium missing; browser tests will not run. Install it with:"
+            say "  sudo apt-get update && sudo apt-get install -y chromium"
+            say "  (or set AVATAR_SKIP_BROWSER=1 to silence this)"
+            return
+        fi
+    fi
+    CHROMIUM_BIN=/usr/bin/chromium
+    say "chromium ok ($CHROMIUM_BIN)"
+}
+
+# ---------------------------------------------------------------------- client_demo
+setup_node() {
+    local dir="$ROOT/client_demo"
+    if [[ ! -f "$dir/package.json" ]]; then
+        say "client_demo: no package.json yet, nothing to install"
+        return
+    fi
+    command -v npm >/dev/null 2>&1 \
+        || die "npm not found; install Node.js >= 20 with npm (e.g. apt-get install -y nodejs npm)"
+    local lock="$dir/package-lock.json" marker="$dir/node_modules/.package-lock.json"
+    local want="$lock"
+    [[ -f "$lock" ]] || want="$dir/package.json"
+    if [[ -f "$marker" && ! "$want" -nt "$marker" ]]; then
+        say "client_demo node_modules up to date"
+        return
+    fi
+    if [[ -f "$lock" ]]; then
+        say "client_demo: npm ci"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+            || die "npm ci failed in $dir"
+    else
+        say "client_demo: npm install (no package-lock.json; please commit the one it writes)"
+        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null) \
+            || die "npm install failed in $dir"
+    fi
+    # npm leaves the marker's mtime alone when nothing changed; make it newer than the lock.
+    [[ -f "$marker" ]] && touch "$marker"
+    say "client_demo node_modules installed"
+}
+
+# ---------------------------------------------------------------------------- env.sh
+write_env() {
+    # For humans and scripts: `. "$AVATAR_CACHE/env.sh"`. The Makefile finds paths itself.
+    local env_file="$AVATAR_CACHE/env.sh" content
+    content="# Written by scripts/setup.sh; sourced by humans and scripts, safe to delete.
+export AVATAR_CACHE=\"$AVATAR_CACHE\"
+export VENV=\"$VENV\"
+export LIVEKIT_SERVER_BIN=\"$LIVEKIT_BIN\"
+export CHROMIUM_BIN=\"$CHROMIUM_BIN\""
+    if [[ ! -f "$env_file" ]] || [[ "$(cat "$env_file")" != "$content" ]]; then
+        printf '%s\n' "$content" >"$env_file"
+    fi
+}
+
+setup_python
+setup_livekit_server
+setup_chromium
+setup_node
+write_env

@@ -1,0 +1,305 @@
+"""The avatar runtime on its own: exact pairing, segment ends, interruptions, slow renderers.
+
+No room is involved: the tests consume the generator directly, either as fast as possible or
+paced like rtc.AVSynchronizer consumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd
+
+from avatar_runtime import IDLE_AUDIO_KEY, AvatarVideoGenerator, FrameTimeline, RuntimeOptions
+from renderers import FrameRequest, Renderer, RendererCapabilities, VideoFormat, create
+from renderers.testcard import read_stamp
+
+FPS = 30
+TTS_RATE = 22050  # the piper voice's rate
+OUT_RATE = 24000
+
+
+class RecordingRenderer(Renderer):
+    """A real (if trivial) renderer that keeps every request it was asked to draw."""
+
+    name = "recording"
+    capabilities = RendererCapabilities(sample_rate=16000, batch_size=4)
+
+    def __init__(self, video: VideoFormat, delay_s: float = 0.0, fail_every: int = 0) -> None:
+        super().__init__(video)
+        self.requests: list[FrameRequest] = []
+        self.delay_s = delay_s
+        self.fail_every = fail_every
+        self.thread_names: set[str] = set()
+        self._calls = 0
+
+    def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        self._calls += 1
+        self.thread_names.add(threading.current_thread().name)
+        if self.fail_every and self._calls % self.fail_every == 0:
+            raise RuntimeError("simulated renderer crash")
+        if self.delay_s:
+            time.sleep(self.delay_s * len(requests))
+        self.requests.extend(requests)
+        frame = np.zeros((self.video.height, self.video.width, 4), dtype=np.uint8)
+        return [frame.copy() for _ in requests]
+
+
+def unpaced(width: int = 64, height: int = 64) -> RuntimeOptions:
+    """Options for a consumer that pulls as fast as it can: renders may take as long as they
+    need, so every frame is rendered and these tests check pairing, not timing."""
+    return RuntimeOptions(width, height, FPS, OUT_RATE, render_wait_s=10.0)
+
+
+def tone_burst_audio(seconds: float, bursts_at: Sequence[float], rate: int = TTS_RATE) -> np.ndarray:
+    """Quiet noise floor with loud 20 ms tone bursts at the given times (int16)."""
+    rng = np.random.default_rng(1)
+    audio = rng.normal(0, 30, int(seconds * rate))
+    for t in bursts_at:
+        start = int(t * rate)
+        n = int(0.02 * rate)
+        audio[start : start + n] += 12000 * np.sin(2 * np.pi * 1000 * np.arange(n) / rate)
+    return np.clip(audio, -32768, 32767).astype(np.int16)
+
+
+def frames_of(audio: np.ndarray, rate: int = TTS_RATE, chunk_s: float = 0.1):
+    step = int(rate * chunk_s)
+    for i in range(0, audio.size, step):
+        chunk = audio[i : i + step]
+        yield rtc.AudioFrame(chunk.tobytes(), rate, 1, chunk.size)
+
+
+async def collect(generator: AvatarVideoGenerator, *, until, paced: bool = False, limit=10**6):
+    """Consume the generator; returns a list of ('video', VideoFrame) / ('audio', AudioFrame) /
+    ('end', None) with their wall times, stopping when until(items) is true."""
+    items: list[tuple[str, object, float]] = []
+    it = generator.__aiter__()
+    while len(items) < limit:
+        item = await it.__anext__()
+        now = time.perf_counter()
+        if isinstance(item, AudioSegmentEnd):
+            items.append(("end", None, now))
+        elif isinstance(item, rtc.VideoFrame):
+            items.append(("video", item, now))
+            if paced:
+                await asyncio.sleep(1 / FPS)
+        else:
+            items.append(("audio", item, now))
+        if until(items):
+            break
+    return items
+
+
+def count(items, kind: str) -> int:
+    return sum(1 for k, _, _ in items if k == kind)
+
+
+def speech_audio(items) -> list[rtc.AudioFrame]:
+    return [
+        f
+        for k, f, _ in items
+        if k == "audio" and not (f.userdata or {}).get(IDLE_AUDIO_KEY)  # type: ignore[union-attr]
+    ]
+
+
+def test_timeline_has_exact_fractional_windows() -> None:
+    timeline = FrameTimeline(16000, 30)
+    sizes = {timeline.window(k)[1] - timeline.window(k)[0] for k in range(90)}
+    assert sizes == {533, 534}
+    ten_minutes = 30 * 600
+    assert timeline.boundary(ten_minutes) == 600 * 16000
+    assert sum(timeline.window(k)[1] - timeline.window(k)[0] for k in range(ten_minutes)) == (
+        600 * 16000
+    )
+    assert timeline.frames_covering(16000) == 30
+    assert timeline.frames_covering(16001) == 31
+
+
+async def test_ten_minutes_of_speech_stay_paired_without_drift() -> None:
+    minutes = 10
+    bursts = [1.0, 60.0, 300.0, 599.0]
+    audio = tone_burst_audio(minutes * 60, bursts)
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))
+    generator = AvatarVideoGenerator(renderer, unpaced())
+    for frame in frames_of(audio):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+
+    items = await collect(generator, until=lambda items: items[-1][0] == "end")
+    await generator.aclose()
+
+    # Every video frame is followed by exactly its own 1/30 s of audio, and nothing else.
+    kinds = [k for k, _, _ in items]
+    assert kinds[-1] == "end" and kinds.count("end") == 1
+    pairs = kinds[:-1]
+    assert pairs == ["video", "audio"] * (len(pairs) // 2)
+    speech = speech_audio(items)
+    assert len(speech) == minutes * 60 * FPS
+    assert {f.samples_per_channel for f in speech} == {OUT_RATE // FPS}
+
+    # Each burst lands in the frame its time says, in both the published audio and the audio
+    # the renderer saw, at minute 10 as at second 1.
+    loud_out = [
+        i
+        for i, f in enumerate(speech)
+        if np.abs(np.frombuffer(f.data, dtype=np.int16)).max() > 4000
+    ]
+    speech_requests = [r for r in renderer.requests if r.is_speech]
+    loud_render = [
+        i for i, r in enumerate(speech_requests) if np.abs(r.own_window()).max() > 4000 / 32768
+    ]
+    for t in bursts:
+        expected = int(t * FPS)
+        assert expected in loud_out, f"burst at {t}s missing from published frame {expected}"
+        assert expected in loud_render, f"burst at {t}s missing from rendered frame {expected}"
+    assert len(loud_out) <= 2 * len(bursts) and len(loud_render) <= 2 * len(bursts)
+
+    # The renderer's speech clock is exact: frame k starts at floor(k * 16000 / 30).
+    timeline = FrameTimeline(16000, FPS)
+    positions = [r.speech_position for r in speech_requests]
+    assert positions == [timeline.boundary(k) for k in range(len(positions))]
+
+
+async def test_every_utterance_gets_exactly_one_segment_end_in_order() -> None:
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))
+    generator = AvatarVideoGenerator(renderer, unpaced())
+    utterances = [0.5, 0.0, 0.005, 1.25]  # seconds; an empty one and one shorter than a frame
+    for seconds in utterances:
+        for frame in frames_of(tone_burst_audio(seconds, [])):
+            await generator.push_audio(frame)
+        await generator.push_audio(AudioSegmentEnd())
+
+    items = await collect(generator, until=lambda items: count(items, "end") == len(utterances))
+    await generator.aclose()
+
+    speech_frames_per_segment: list[int] = []
+    current = 0
+    for kind, frame, _ in items:
+        if kind == "audio" and not (frame.userdata or {}).get(IDLE_AUDIO_KEY):
+            current += 1
+        elif kind == "end":
+            speech_frames_per_segment.append(current)
+            current = 0
+    expected = [FrameTimeline(OUT_RATE, FPS).frames_covering(int(s * OUT_RATE)) for s in utterances]
+    # Resampling may round the length by a sample: allow one frame of padding either way.
+    assert len(speech_frames_per_segment) == len(utterances)
+    for got, want in zip(speech_frames_per_segment, expected, strict=True):
+        assert abs(got - want) <= 1
+    assert speech_frames_per_segment[1] == 0
+
+
+async def test_segment_end_arriving_after_the_audio_is_played_still_comes_out() -> None:
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))
+    generator = AvatarVideoGenerator(renderer, unpaced())
+    for frame in frames_of(tone_burst_audio(0.4, [])):
+        await generator.push_audio(frame)
+    # Play all the speech (and some idle) before the end arrives.
+    items = await collect(generator, until=lambda items: count(items, "video") >= 30)
+    assert count(items, "end") == 0
+    await generator.push_audio(AudioSegmentEnd())
+    more = await collect(generator, until=lambda items: items[-1][0] == "end", limit=10)
+    await generator.aclose()
+    assert more[-1][0] == "end"
+
+
+async def test_interruption_returns_to_idle_on_the_next_frame_and_next_turn_works() -> None:
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))
+    generator = AvatarVideoGenerator(renderer, unpaced())
+    for frame in frames_of(tone_burst_audio(3.0, [])):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+    items = await collect(generator, until=lambda items: len(speech_audio(items)) >= 20)
+
+    generator.clear_buffer()
+    after = await collect(generator, until=lambda items: count(items, "video") >= 10)
+    assert speech_audio(after) == [], "speech continued after clear_buffer"
+    assert count(after, "end") == 0  # the interruption is reported instead of an end
+    assert generator.stats.interruptions == 1
+
+    # The next turn plays completely and ends normally.
+    for frame in frames_of(tone_burst_audio(0.5, [])):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+    turn = await collect(generator, until=lambda items: items[-1][0] == "end")
+    await generator.aclose()
+    assert 14 <= len(speech_audio(turn)) <= 16
+    speech_requests = [r for r in renderer.requests if r.is_speech]
+    assert speech_requests[-1].segment == 2
+
+
+async def test_slow_renderer_repeats_pictures_but_never_delays_audio() -> None:
+    # 50 ms per frame: slower than the 33 ms a 30 fps frame allows.
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS), delay_s=0.05)
+    renderer.capabilities = RendererCapabilities(sample_rate=16000, batch_size=1)
+    generator = AvatarVideoGenerator(renderer, RuntimeOptions(64, 64, FPS, OUT_RATE))
+    lags: list[float] = []
+
+    async def watch_loop() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - before - 0.005)
+
+    watcher = asyncio.create_task(watch_loop())
+    for frame in frames_of(tone_burst_audio(2.0, [])):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+    items = await collect(generator, until=lambda items: items[-1][0] == "end", paced=True)
+    watcher.cancel()
+    await generator.aclose()
+
+    speech = speech_audio(items)
+    assert len(speech) == 60, "speech audio was lost"
+    audio_times = [t for k, f, t in items if k == "audio"]
+    gaps = np.diff(audio_times)
+    # Paced at 33 ms; a late render may hold a frame back by at most the render wait.
+    assert gaps.max() < 1 / FPS + 1 / FPS + 0.02
+    assert generator.stats.repeated_frames > 0
+    assert generator.stats.dropped_renders > 0
+    assert max(lags) < 0.03, "the event loop stalled while the renderer was busy"
+    assert "MainThread" not in renderer.thread_names
+
+
+async def test_crashing_renderer_keeps_audio_flowing() -> None:
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS), fail_every=3)
+    renderer.capabilities = RendererCapabilities(sample_rate=16000, batch_size=1)
+    generator = AvatarVideoGenerator(renderer, unpaced())
+    for frame in frames_of(tone_burst_audio(1.0, [])):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+    items = await collect(generator, until=lambda items: items[-1][0] == "end")
+    await generator.aclose()
+    assert len(speech_audio(items)) == 30
+    assert generator.stats.repeated_frames > 0
+
+
+@pytest.mark.parametrize("tts_rate", [16000, 22050, 24000, 44100, 48000])
+async def test_testcard_stamps_carry_the_exact_speech_position(tts_rate: int) -> None:
+    video = VideoFormat(256, 128, FPS)
+    generator = AvatarVideoGenerator(create("testcard", video), unpaced(256, 128))
+    audio = tone_burst_audio(1.0, [0.5], rate=tts_rate)
+    for frame in frames_of(audio, rate=tts_rate):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+    items = await collect(generator, until=lambda items: items[-1][0] == "end")
+    await generator.aclose()
+
+    stamps = []
+    for kind, frame, _ in items:
+        if kind == "video":
+            pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(128, 256, 4)
+            stamps.append(read_stamp(pixels))
+    assert all(s is not None for s in stamps)
+    speech_stamps = [s for s in stamps if s.speech]
+    assert len(speech_stamps) == 30
+    timeline = FrameTimeline(16000, FPS)
+    assert [s.speech_position for s in speech_stamps] == [timeline.boundary(k) for k in range(30)]
+    assert [s.frame_index for s in stamps] == list(range(len(stamps)))
+    loudest = max(speech_stamps, key=lambda s: s.level)
+    assert loudest.speech_position == timeline.boundary(15)  # the burst at 0.5 s
