@@ -53,8 +53,11 @@ async def entrypoint(ctx: JobContext) -> None:
         llm=providers.llm,
         tts=providers.tts,
         vad=_vad(ctx) if providers.stt is not None else None,
-        # An avatar's audio output cannot pause, so a false interruption cannot be resumed.
-        turn_handling={"interruption": {"resume_false_interruption": False}},
+        turn_handling={
+            # An avatar's audio output cannot pause, so a false interruption can't be resumed.
+            "interruption": {"resume_false_interruption": False},
+            **({} if providers.stt is not None else {"turn_detection": None}),
+        },
     )
 
     if settings.avatar_mode == "remote":

@@ -42,6 +42,7 @@ from .timeline import FrameTimeline
 logger = logging.getLogger("avatar_runtime")
 
 _CLOCK_RESET_S = 0.3
+_QUEUE_LEAD_FRAMES = 2
 
 IDLE_AUDIO_KEY = "avatar.idle"
 """Set in `AudioFrame.userdata` of the silent audio that accompanies idle frames."""
@@ -190,7 +191,8 @@ class AvatarVideoGenerator(VideoGenerator):
         now = time.perf_counter()
         if self._clock_anchor is None or now > self._frame_time(index) + _CLOCK_RESET_S:
             # First frame, or the consumer stalled: restart the clock instead of catching up.
-            self._clock_anchor = (now, index)
+            # The consumer is about to refill its queues, so this frame plays that much later.
+            self._clock_anchor = (now + _QUEUE_LEAD_FRAMES / self.options.fps, index)
         return self._frame_time(index) - 1.0 / self.options.fps + self._render_wait
 
     def _frame_time(self, index: int) -> float:

@@ -102,8 +102,21 @@ class AvatarPublisher:
             audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
         video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, self._video_source)
-        self.video_publication = await local.publish_track(
-            video_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+        self.video_publication = await local.publish_track(video_track, self._video_options())
+
+    def _video_options(self) -> rtc.TrackPublishOptions:
+        """One full-size layer: an avatar is the main picture on every screen that shows it,
+        and simulcast's smaller layers would make subscribers see a different size."""
+        options = self._video_gen.options
+        pixels_per_second = options.width * options.height * options.fps
+        return rtc.TrackPublishOptions(
+            source=rtc.TrackSource.SOURCE_CAMERA,
+            simulcast=False,
+            video_encoding=rtc.VideoEncoding(
+                # ~0.2 bits per pixel: talking heads are mostly static and compress well.
+                max_bitrate=int(min(4_000_000, max(600_000, pixels_per_second * 0.2))),
+                max_framerate=options.fps,
+            ),
         )
 
     # -- data paths --------------------------------------------------------------------------

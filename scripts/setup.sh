@@ -14,7 +14,8 @@
 #   AVATAR_CACHE          cache root                (default: $HOME/.cache/avatar-agents)
 #   VENV                  virtualenv                (default: $AVATAR_CACHE/venv)
 #   PYTHON                interpreter for the venv  (default: python3)
-#   AVATAR_EXTRAS         extra pyproject extras besides "dev", comma separated (e.g. cloud)
+#   AVATAR_EXTRAS         pyproject extras besides "dev", comma separated (default: cloud,
+#                         the provider plugins used when their API keys are set)
 #   LIVEKIT_SERVER_BIN    use this livekit-server binary
 #   LIVEKIT_URL           external server to use when no binary is available
 #   AVATAR_SKIP_BROWSER=1 do not check for / install Chromium
@@ -67,7 +68,7 @@ setup_python() {
 
     # The requirement list: [project].dependencies, the dev extra and AVATAR_EXTRAS.
     local reqs
-    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS:-}" "$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
+    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS-cloud}" "$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
 import os, re, sys, tomllib
 
 with open(sys.argv[1], "rb") as f:
@@ -123,7 +124,7 @@ setup_livekit_server() {
         LIVEKIT_BIN="$AVATAR_CACHE/bin/livekit-server"
     elif go_bin="$(find_go)"; then
         say "building livekit-server $LIVEKIT_SERVER_VERSION with" \
-            "$("$go_bin" version | cut -d' ' -f3) (takes ~5 minutes, once)"
+            "$("$go_bin" version | cut -d' ' -f3) (2-5 minutes, once)"
         mkdir -p "$AVATAR_CACHE/gobin" "$AVATAR_CACHE/bin"
         # Run outside the checkout so that no go.mod / go.work of ours can interfere.
         # Go's module and build caches stay where Go keeps them (~/go, ~/.cache/go-build).

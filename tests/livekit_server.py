@@ -146,7 +146,7 @@ logging:
 """
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
+def pdeathsig_preexec() -> Callable[[], None] | None:
     """A preexec_fn that makes the child get SIGTERM when pytest dies, even by SIGKILL.
 
     Linux only (prctl PR_SET_PDEATHSIG); None elsewhere. libc is loaded here, in the
@@ -168,7 +168,7 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     return preexec
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -176,7 +176,7 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text[-lines:])
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     # The first SIGTERM asks for a graceful shutdown, which waits for participants still
     # connected to leave; a second one makes livekit-server close them and exit at once.
     for sig, wait_s in ((signal.SIGTERM, 1.0), (signal.SIGTERM, STOP_TIMEOUT_S)):
@@ -234,7 +234,7 @@ def start_local_server(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
-                preexec_fn=_pdeathsig_preexec(),
+                preexec_fn=pdeathsig_preexec(),
             )
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
@@ -244,8 +244,8 @@ def start_local_server(
                 time.sleep(0.1)
             else:
                 exit_code = proc.poll()
-                _stop(proc)
-                tail = _log_tail(log_path)
+                stop_process(proc)
+                tail = log_tail(log_path)
                 state = (
                     f"exited with code {exit_code}"
                     if exit_code is not None
@@ -264,7 +264,7 @@ def start_local_server(
                 log_path=log_path,
             )
         finally:
-            _stop(proc)
+            stop_process(proc)
         if keep_log() or os.environ.get("AVATAR_KEEP_LIVEKIT_LOG"):
             print(f"\nlivekit-server log kept: {log_path}", file=sys.stderr)
         else:

@@ -1,0 +1,201 @@
+"""A subscriber that watches the avatar the way a viewer does, and measures it.
+
+It joins a room as an ordinary participant, receives the avatar's audio and video, decodes the
+testcard stamp of every frame and keeps the received audio's loudness with arrival times.
+From those alone it reports delivered fps, size, speech energy, and the audio/video offset.
+Used by the end-to-end tests and by `make bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import api, rtc
+
+from renderers.testcard import Stamp, byte_to_db, read_stamp
+
+PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
+AUDIO_RATE = 24000
+SILENCE_DB = -60.0
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    arrived: float
+    width: int
+    height: int
+    stamp: Stamp | None
+    luma: np.ndarray
+    """A 16x16 thumbnail of the brightness below the stamp band (the top quarter), to see
+    the picture change."""
+
+
+@dataclass(frozen=True)
+class AudioSample:
+    arrived: float
+    samples: int
+    rms_db: float
+
+
+@dataclass
+class RoomObserver:
+    url: str
+    token: str
+    decode_stamps: bool = True
+    room: rtc.Room = field(default_factory=rtc.Room)
+    video: list[VideoSample] = field(default_factory=list)
+    audio: list[AudioSample] = field(default_factory=list)
+    video_publisher: str | None = None
+    audio_publisher: str | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def connect(self) -> None:
+        self.room.on("track_subscribed", self._on_track)
+        await self.room.connect(self.url, self.token)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.room.disconnect()
+
+    async def say(self, text: str) -> None:
+        """Send chat text the way a web client does (the `lk.chat` text stream)."""
+        await self.room.local_participant.send_text(text, topic="lk.chat")
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.perf_counter() + timeout
+        while not predicate():
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    def participant(self, identity: str | None) -> rtc.RemoteParticipant | None:
+        return self.room.remote_participants.get(identity or "")
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _on_track(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            self.video_publisher = participant.identity
+            self._tasks.append(asyncio.create_task(self._read_video(track)))
+        elif track.kind == rtc.TrackKind.KIND_AUDIO:
+            self.audio_publisher = participant.identity
+            self._tasks.append(asyncio.create_task(self._read_audio(track)))
+
+    async def _read_video(self, track: rtc.Track) -> None:
+        async for event in rtc.VideoStream(track):
+            arrived = time.perf_counter()
+            frame = event.frame.convert(rtc.VideoBufferType.RGBA)
+            pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+            stamp = read_stamp(pixels) if self.decode_stamps else None
+            self.video.append(
+                VideoSample(arrived, frame.width, frame.height, stamp, _thumbnail(pixels))
+            )
+
+    async def _read_audio(self, track: rtc.Track) -> None:
+        async for event in rtc.AudioStream(track, sample_rate=AUDIO_RATE, num_channels=1):
+            samples = np.frombuffer(event.frame.data, dtype=np.int16).astype(np.float64)
+            rms = float(np.sqrt(np.mean(samples**2))) / 32768.0 if samples.size else 0.0
+            self.audio.append(
+                AudioSample(time.perf_counter(), samples.size, 20 * np.log10(max(rms, 1e-6)))
+            )
+
+    # -- measuring ---------------------------------------------------------------------------
+
+    def fps(self, start: float, end: float) -> float:
+        times = [v.arrived for v in self.video if start <= v.arrived <= end]
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def speech_frames(self) -> list[VideoSample]:
+        return [v for v in self.video if v.stamp is not None and v.stamp.speech]
+
+    def loud_audio(self, threshold_db: float = -40.0) -> list[AudioSample]:
+        return [a for a in self.audio if a.rms_db > threshold_db]
+
+    def av_offset_ms(self, max_lag_ms: float = 300.0) -> float:
+        return estimate_av_offset_ms(self.video, self.audio, max_lag_ms=max_lag_ms)
+
+
+def _thumbnail(pixels: np.ndarray) -> np.ndarray:
+    body = pixels[pixels.shape[0] // 4 :, :, 1]
+    rows = np.linspace(0, body.shape[0] - 1, 16).astype(int)
+    cols = np.linspace(0, body.shape[1] - 1, 16).astype(int)
+    return body[np.ix_(rows, cols)].astype(np.float32)
+
+
+def picture_change(frames: list[VideoSample], reference: list[VideoSample]) -> float:
+    """Mean brightness difference of `frames` from the average picture of `reference`."""
+    base = np.mean([f.luma for f in reference], axis=0)
+    return float(np.mean([np.abs(f.luma - base).mean() for f in frames]))
+
+
+def estimate_av_offset_ms(
+    video: list[VideoSample], audio: list[AudioSample], *, max_lag_ms: float = 300.0
+) -> float:
+    """How much later each frame arrived than the audio it belongs to (negative: earlier).
+
+    Every stamped frame carries the loudness of its own 1/fps of audio. For each candidate lag
+    we compute the loudness of the received audio in the window the frame should cover,
+    [arrival - lag, arrival - lag + 1/fps), and keep the lag whose loudness best matches the
+    stamps (Pearson correlation over every frame, speech and silence alike).
+    """
+    frames = [v for v in video if v.stamp is not None]
+    if len(frames) < 30 or len(audio) < 30:
+        raise ValueError("not enough stamped video or audio to measure an offset")
+    frame_times = np.array([v.arrived for v in frames])
+    frame_db = np.clip([byte_to_db(v.stamp.level) for v in frames], SILENCE_DB, 0.0)  # type: ignore[union-attr]
+    period = float(np.median(np.diff(frame_times)))
+
+    # Received audio as power over time; a chunk's samples end at its arrival time.
+    chunk_end = np.array([a.arrived for a in audio])
+    chunk_len = np.array([a.samples / AUDIO_RATE for a in audio])
+    chunk_power = 10 ** (np.array([a.rms_db for a in audio]) / 10)
+    power_start = chunk_end - chunk_len
+    cumulative = np.concatenate([[0.0], np.cumsum(chunk_power)])
+
+    def window_db(starts: np.ndarray) -> np.ndarray:
+        lo = np.searchsorted(power_start, starts)
+        hi = np.searchsorted(power_start, starts + period)
+        count = np.maximum(hi - lo, 1)
+        mean_power = (cumulative[hi] - cumulative[lo]) / count
+        return np.clip(10 * np.log10(np.maximum(mean_power, 1e-12)), SILENCE_DB, 0.0)
+
+    lags = np.arange(-max_lag_ms, max_lag_ms + 0.5, 1.0) / 1000.0
+    scores = []
+    for lag in lags:
+        heard = window_db(frame_times - lag)
+        if np.std(heard) < 1e-6:
+            scores.append(-1.0)
+            continue
+        scores.append(float(np.corrcoef(heard, frame_db)[0, 1]))
+    best = int(np.argmax(scores))
+    if scores[best] < 0.5:
+        raise ValueError(f"audio and video loudness do not match (best correlation {scores[best]:.2f})")
+    return float(lags[best] * 1000.0)
+
+
+def observer_token(
+    api_key: str, api_secret: str, room: str, identity: str, agent_name: str | None
+) -> str:
+    token = (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+    )
+    if agent_name:
+        token = token.with_room_config(
+            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent_name)])
+        )
+    return token.to_jwt()
