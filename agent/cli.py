@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from livekit.agents import AgentServer, cli
 
-from renderers import RendererError, create, VideoFormat
+from renderers import RendererError, VideoFormat, create
 
 from .config import ConfigError, Settings, check_livekit_reachable
 

@@ -45,8 +45,13 @@ async def entrypoint(ctx: JobContext) -> None:
     providers = select_providers()
     if isinstance(providers.tts, PiperTTS) and "piper" in ctx.proc.userdata:
         providers.tts = ctx.proc.userdata["piper"]  # the prewarmed voice
-    logger.info("room %s: %s, avatar %s (%s)", ctx.room.name, describe(providers),
-                settings.renderer, settings.avatar_mode)
+    logger.info(
+        "room %s: %s, avatar %s (%s)",
+        ctx.room.name,
+        describe(providers),
+        settings.renderer,
+        settings.avatar_mode,
+    )
 
     session = AgentSession(
         stt=providers.stt,
@@ -66,7 +71,8 @@ async def entrypoint(ctx: JobContext) -> None:
         session.output.audio = await _in_process_avatar_output(ctx, settings)
 
     text_input = (
-        TextInputOptions() if providers.llm is not None
+        TextInputOptions()
+        if providers.llm is not None
         else TextInputOptions(text_input_cb=speak_chat_text)
     )
     await session.start(

@@ -70,6 +70,7 @@ class _Plan:
     speech: SpeechWindow | None
     pixels: np.ndarray | None = None
     in_flight: bool = False
+    rendered: bool = False  # its render finished (pixels may still be None if it failed)
     discarded: bool = False  # its speech was cleared by an interruption
     emitted: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -210,12 +211,12 @@ class AvatarVideoGenerator(VideoGenerator):
                 if timeout > 0:
                     try:
                         await asyncio.wait_for(plan.done.wait(), timeout)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
         if plan.pixels is not None:
             return plan.pixels
         self.stats.repeated_frames += 1
-        if not plan.in_flight:
+        if not plan.in_flight and not plan.rendered:
             self.stats.dropped_renders += 1  # never started: skipped for being late
         if self._latest_pixels is None:
             # The renderer failed on the very first frame: show black rather than nothing.
@@ -317,6 +318,7 @@ class AvatarVideoGenerator(VideoGenerator):
                 self.stats.render_ms.append(elapsed_ms / len(batch))
                 for plan, pixels in zip(batch, pictures, strict=True):
                     plan.in_flight = False
+                    plan.rendered = True
                     if plan.discarded:
                         self.stats.dropped_renders += 1
                     else:
@@ -330,7 +332,7 @@ class AvatarVideoGenerator(VideoGenerator):
     def _next_batch(self) -> list[_Plan]:
         batch: list[_Plan] = []
         for plan in self._plans:
-            if plan.pixels is not None or plan.in_flight:
+            if plan.rendered or plan.in_flight:
                 if batch:
                     break
                 continue

@@ -121,6 +121,31 @@ class RoomObserver:
     def speech_frames(self) -> list[VideoSample]:
         return [v for v in self.video if v.stamp is not None and v.stamp.speech]
 
+    def segment_frames(self, segment: int) -> list[VideoSample]:
+        """The speech frames of one utterance (numbered from 1 by the avatar)."""
+        return [v for v in self.speech_frames() if v.stamp.segment == segment]  # type: ignore[union-attr]
+
+    def last_segment(self) -> int:
+        """Number of the latest utterance; idle frames carry it too, so it is known even when
+        the utterance ended before we subscribed."""
+        stamps = [v.stamp for v in self.video if v.stamp is not None]
+        return stamps[-1].segment if stamps else 0
+
+    def idle_after_speech(self, frames: int = 10) -> bool:
+        """The last `frames` frames are idle and at least one utterance has been played."""
+        stamps = [v.stamp for v in self.video[-frames:] if v.stamp is not None]
+        return (
+            len(stamps) == frames and not any(s.speech for s in stamps) and stamps[-1].segment >= 1
+        )
+
+    async def wait_until_spoken(self, segment: int, timeout: float = 60.0) -> None:
+        """Wait until utterance `segment` (or a later one) has played and the avatar is idle."""
+        await self.wait_for(
+            lambda: self.last_segment() >= segment and self.idle_after_speech(),
+            timeout,
+            f"utterance {segment} to be spoken",
+        )
+
     def loud_audio(self, threshold_db: float = -40.0) -> list[AudioSample]:
         return [a for a in self.audio if a.rms_db > threshold_db]
 
@@ -182,7 +207,9 @@ def estimate_av_offset_ms(
         scores.append(float(np.corrcoef(heard, frame_db)[0, 1]))
     best = int(np.argmax(scores))
     if scores[best] < 0.5:
-        raise ValueError(f"audio and video loudness do not match (best correlation {scores[best]:.2f})")
+        raise ValueError(
+            f"audio and video loudness do not match (best correlation {scores[best]:.2f})"
+        )
     return float(lags[best] * 1000.0)
 
 

@@ -106,9 +106,7 @@ class Renderer(ABC):
     def load(self, source: Path | None) -> None:
         """Prepare the avatar once (detect, cache). Raise RendererError on bad input."""
         if source is None and self.capabilities.needs_source:
-            raise RendererError(
-                "source_required", f"renderer '{self.name}' needs an avatar source"
-            )
+            raise RendererError("source_required", f"renderer '{self.name}' needs an avatar source")
 
     @abstractmethod
     def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
@@ -117,8 +115,8 @@ class Renderer(ABC):
         Called from a worker thread, never on the event loop. Requests arrive in frame order.
         """
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook
         """Forget per-utterance state (called after an interruption)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release models and threads."""

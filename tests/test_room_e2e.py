@@ -53,7 +53,9 @@ def _deploy(server: LiveKitServer, mode: str) -> Iterator[Deployment]:
 
 
 @pytest.fixture(scope="module", params=["inprocess", "remote"])
-def deployment(request: pytest.FixtureRequest, livekit_server: LiveKitServer) -> Iterator[Deployment]:
+def deployment(
+    request: pytest.FixtureRequest, livekit_server: LiveKitServer
+) -> Iterator[Deployment]:
     yield from _deploy(livekit_server, request.param)
 
 
@@ -73,36 +75,22 @@ async def observer(deployment: Deployment) -> AsyncIterator[RoomObserver]:
             "the avatar's video and audio",
         )
         # Let the greeting ("Hi.") finish so each test starts from idle.
-        await watcher.wait_for(lambda: _idle_after_speech(watcher), 30, "the greeting to end")
+        await watcher.wait_for(lambda: watcher.idle_after_speech(), 30, "the greeting to end")
         yield watcher
     finally:
         await watcher.aclose()
 
 
-def _idle_after_speech(watcher: RoomObserver) -> bool:
-    stamps = [v.stamp for v in watcher.video[-10:] if v.stamp is not None]
-    return bool(watcher.speech_frames()) and len(stamps) == 10 and not any(s.speech for s in stamps)
-
-
-def _segment_frames(watcher: RoomObserver, segment: int):
-    return [v for v in watcher.speech_frames() if v.stamp.segment == segment]  # type: ignore[union-attr]
-
-
-def _last_segment(watcher: RoomObserver) -> int:
-    frames = watcher.speech_frames()
-    return frames[-1].stamp.segment if frames else 0  # type: ignore[union-attr]
-
-
 async def test_avatar_video_and_audio_arrive_at_configured_size_and_rate(
     deployment: Deployment, observer: RoomObserver
 ) -> None:
-    before = _last_segment(observer)
+    before = observer.last_segment()
     await observer.say(LONG_TEXT)
     segment = before + 1
     await observer.wait_for(
-        lambda: len(_segment_frames(observer, segment)) >= 5 * 30, 60, "5 s of speech frames"
+        lambda: len(observer.segment_frames(segment)) >= 5 * 30, 60, "5 s of speech frames"
     )
-    speech = _segment_frames(observer, segment)
+    speech = observer.segment_frames(segment)
     fps = observer.fps(speech[0].arrived, speech[-1].arrived)
     assert fps >= 25, f"only {fps:.1f} fps during speech"
     assert {(v.width, v.height) for v in observer.video} == {(WIDTH, HEIGHT)}
@@ -125,14 +113,11 @@ async def test_chat_text_speaks_moves_the_picture_and_stays_in_sync(
     observer: RoomObserver,
 ) -> None:
     idle_frames = observer.video[-10:]
-    segment = _last_segment(observer) + 1
+    segment = observer.last_segment() + 1
     await observer.say("Hello there. This sentence is here to be spoken by the avatar.")
-    await observer.wait_for(
-        lambda: len(_segment_frames(observer, segment)) > 60 and _idle_after_speech(observer),
-        60,
-        "the reply to be spoken",
-    )
-    speech = _segment_frames(observer, segment)
+    await observer.wait_until_spoken(segment)
+    speech = observer.segment_frames(segment)
+    assert len(speech) > 60, f"only {len(speech)} speech frames for a 4 s sentence"
 
     # The received audio carries speech: energy well above the silence around it.
     loud = observer.loud_audio(-35.0)
@@ -152,24 +137,16 @@ async def test_chat_text_speaks_moves_the_picture_and_stays_in_sync(
 async def test_second_message_interrupts_and_the_next_turn_still_works(
     observer: RoomObserver,
 ) -> None:
-    first = _last_segment(observer) + 1
+    first = observer.last_segment() + 1
     await observer.say(LONG_TEXT)  # about 9 s of speech
     await observer.wait_for(
-        lambda: len(_segment_frames(observer, first)) >= 45, 60, "the long reply to start"
+        lambda: len(observer.segment_frames(first)) >= 45, 60, "the long reply to start"
     )
     await observer.say("Stop.")
-    await observer.wait_for(
-        lambda: _last_segment(observer) >= first + 1 and _idle_after_speech(observer),
-        60,
-        "the interrupting reply",
-    )
-    interrupted = _segment_frames(observer, first)
+    await observer.wait_until_spoken(first + 1)
+    interrupted = observer.segment_frames(first)
     assert len(interrupted) < 5 * 30, "the first reply was not cut short"
 
     await observer.say("The next turn works.")
-    await observer.wait_for(
-        lambda: _last_segment(observer) >= first + 2 and _idle_after_speech(observer),
-        60,
-        "the next turn after an interruption",
-    )
-    assert len(_segment_frames(observer, first + 2)) > 20
+    await observer.wait_until_spoken(first + 2)
+    assert len(observer.segment_frames(first + 2)) > 20

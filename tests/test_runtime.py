@@ -57,7 +57,9 @@ def unpaced(width: int = 64, height: int = 64) -> RuntimeOptions:
     return RuntimeOptions(width, height, FPS, OUT_RATE, render_wait_s=10.0)
 
 
-def tone_burst_audio(seconds: float, bursts_at: Sequence[float], rate: int = TTS_RATE) -> np.ndarray:
+def tone_burst_audio(
+    seconds: float, bursts_at: Sequence[float], rate: int = TTS_RATE
+) -> np.ndarray:
     """Quiet noise floor with loud 20 ms tone bursts at the given times (int16)."""
     rng = np.random.default_rng(1)
     audio = rng.normal(0, 30, int(seconds * rate))
@@ -214,7 +216,7 @@ async def test_interruption_returns_to_idle_on_the_next_frame_and_next_turn_work
     for frame in frames_of(tone_burst_audio(3.0, [])):
         await generator.push_audio(frame)
     await generator.push_audio(AudioSegmentEnd())
-    items = await collect(generator, until=lambda items: len(speech_audio(items)) >= 20)
+    await collect(generator, until=lambda items: len(speech_audio(items)) >= 20)
 
     generator.clear_buffer()
     after = await collect(generator, until=lambda items: count(items, "video") >= 10)

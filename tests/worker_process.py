@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.livekit_server import LiveKitServer, log_tail, pdeathsig_preexec, stop_process
@@ -27,6 +28,12 @@ def worker_env(server: LiveKitServer, extra: Mapping[str, str]) -> dict[str, str
     return env
 
 
+@dataclass(frozen=True)
+class Worker:
+    pid: int
+    log_path: Path
+
+
 @contextmanager
 def running_worker(
     server: LiveKitServer,
@@ -34,9 +41,9 @@ def running_worker(
     extra_env: Mapping[str, str],
     *,
     ready_timeout: float = 60.0,
-) -> Iterator[Path]:
-    """Start `python <args>` and wait until it has registered with the server; yields the
-    path of its log. The worker is stopped (SIGTERM, then harder) when the block ends."""
+) -> Iterator[Worker]:
+    """Start `python <args>` and wait until it has registered with the server. The worker
+    is stopped (SIGTERM, then harder) when the block ends."""
     log_dir = Path(tempfile.mkdtemp(prefix="avatar-worker-"))
     log_path = log_dir / "worker.log"
     with log_path.open("wb") as log:
@@ -57,6 +64,6 @@ def running_worker(
                     + log_tail(log_path, 40)
                 )
             time.sleep(0.1)
-        yield log_path
+        yield Worker(proc.pid, log_path)
     finally:
         stop_process(proc)

@@ -1,0 +1,131 @@
+"""Render benchmark results as Markdown tables inside docs/benchmarks.md.
+
+Each benchmark owns one block between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers,
+so benchmarks added later replace only their own block.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HEADER = """# Benchmarks
+
+Written by `make bench` (`python -m bench`); the raw numbers are in `bench/results/*.json`.
+Everything runs on loopback on the development machine, measured by real subscribers through a
+real livekit-server. Goals come from the issues; a number that misses its goal is shown as is.
+"""
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def foundation_section(results: dict) -> str:
+    machine = results["machine"]
+    parts = [
+        "## Foundation: sync, fps, latency and cost through the SFU (`testcard`)",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPUs, "
+        f"{machine['memory_gb']} GiB, Python {machine['python']}. 512x512 at 30 fps, "
+        "in-process avatar, piper TTS, no GPU.",
+        "",
+        "Goals: delivered fps >= 29.5; audio/video offset within +-40 ms; runtime-added latency "
+        "<= one frame (33 ms) plus render time; no drift over 10 minutes.",
+        "",
+        "### Publisher side by side (same speech, same testcard frames)",
+        "",
+        "Offset is how much later a frame arrives than its own audio (negative: earlier), "
+        "measured at the subscriber by matching each frame's stamped loudness with the "
+        "received audio.",
+        "",
+        _table(
+            [
+                "publisher",
+                "offset per utterance (ms)",
+                "mean offset (ms)",
+                "delivered fps",
+                "repeated frames",
+            ],
+            [
+                [
+                    p["publisher"],
+                    ", ".join(f"{o:+.0f}" for o in p["offset_ms_per_utterance"]),
+                    f"{p['offset_ms_mean']:+.0f}",
+                    p["delivered_fps"],
+                    p["repeated_frames"],
+                ]
+                for p in results.get("publishers", [])
+            ],
+        ),
+        "",
+        "### Sessions on one worker (agent + avatar in the same job process)",
+        "",
+        _table(
+            [
+                "sessions",
+                "fps min / mean",
+                "offset (ms)",
+                "runtime first-frame latency (ms)",
+                "chat to first speech frame (ms)",
+                "render p50 (ms)",
+                "repeated frames",
+                "CPU per session",
+                "RSS per session",
+            ],
+            [
+                [
+                    s["sessions"],
+                    f"{s['fps_min']} / {s['fps_mean']}",
+                    ", ".join(f"{o:+.0f}" for o in s["offset_ms"]),
+                    ", ".join(str(v) for v in s["runtime_first_frame_latency_ms"]),
+                    s["chat_to_first_frame_ms"],
+                    ", ".join(str(v) for v in s["render_ms_p50"]),
+                    ", ".join(str(v) for v in s["repeated_frames"]),
+                    f"{s['cpu_percent_per_session']}%",
+                    f"{s['rss_mb_per_session']} MB",
+                ]
+                for s in results.get("sessions", [])
+            ],
+        ),
+        "",
+        "*Runtime first-frame latency*: from an utterance's first TTS audio reaching the "
+        "runtime to its first frame leaving it (the avatar's own `avatar.stats`). *Chat to "
+        "first speech frame*: from sending the chat text to the first speech frame arriving at "
+        "the subscriber, so it includes piper synthesizing the first sentence. CPU is the "
+        "worker's process tree (100% = one core), including TTS, VP8 encoding and Opus.",
+    ]
+    soak = results.get("soak")
+    if soak:
+        parts += [
+            "",
+            f"### Drift: {soak['minutes']:g} minute(s) of continuous speech",
+            "",
+            _table(
+                ["offset per minute (ms)", "drift (max - min)", "delivered fps", "repeated frames"],
+                [
+                    [
+                        ", ".join(f"{o:+.0f}" for o in soak["offset_ms_per_minute"]),
+                        f"{soak['drift_ms']} ms",
+                        soak["delivered_fps"],
+                        soak["repeated_frames"],
+                    ]
+                ],
+            ),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(results: dict, path: Path, name: str = "foundation") -> None:
+    text = path.read_text() if path.exists() else HEADER
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{foundation_section(results)}{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
