@@ -215,6 +215,16 @@ def _log_prewarm_failure(future: concurrent.futures.Future[None]) -> None:
         logger.error("piper prewarm failed", exc_info=exc)
 
 
+def _initialize(emitter: tts.AudioEmitter, sample_rate: int, *, stream: bool) -> None:
+    emitter.initialize(
+        request_id=utils.shortuuid(),
+        sample_rate=sample_rate,
+        num_channels=NUM_CHANNELS,
+        mime_type="audio/pcm",
+        stream=stream,
+    )
+
+
 class PiperChunkedStream(tts.ChunkedStream):
     """One-shot synthesis; piper's per-sentence chunks are emitted as they finish."""
 
@@ -223,12 +233,7 @@ class PiperChunkedStream(tts.ChunkedStream):
         self._tts: PiperTTS = tts
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        output_emitter.initialize(
-            request_id=utils.shortuuid(),
-            sample_rate=self._tts.sample_rate,
-            num_channels=NUM_CHANNELS,
-            mime_type="audio/pcm",
-        )
+        _initialize(output_emitter, self._tts.sample_rate, stream=False)
         if text := self.input_text.strip():
             await self._tts._push_speech(text, output_emitter)
 
@@ -259,13 +264,7 @@ class PiperSynthesizeStream(tts.SynthesizeStream):
         self._tts: PiperTTS = tts
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        output_emitter.initialize(
-            request_id=utils.shortuuid(),
-            sample_rate=self._tts.sample_rate,
-            num_channels=NUM_CHANNELS,
-            mime_type="audio/pcm",
-            stream=True,
-        )
+        _initialize(output_emitter, self._tts.sample_rate, stream=True)
         # one sentence stream per segment, so a flush ends its segment immediately
         # instead of when the next segment's first sentence shows up
         segments: asyncio.Queue[tokenize.SentenceStream | None] = asyncio.Queue()

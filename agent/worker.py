@@ -65,7 +65,9 @@ async def entrypoint(ctx: JobContext) -> None:
         },
     )
 
-    if settings.avatar_mode == "remote":
+    if ctx.is_fake_job():
+        pass  # `console`: the terminal is the speaker, there is no room to show a face in
+    elif settings.avatar_mode == "remote":
         session.output.audio = await _remote_avatar_output(ctx, settings)
     else:
         session.output.audio = await _in_process_avatar_output(ctx, settings)
@@ -81,7 +83,8 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=RoomOptions(
             text_input=text_input,
             audio_input=providers.stt is not None,
-            audio_output=False,  # the avatar publishes the audio, in sync with its video
+            # The avatar publishes the audio, in sync with its video.
+            audio_output=ctx.is_fake_job(),
         ),
     )
 

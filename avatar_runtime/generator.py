@@ -143,6 +143,8 @@ class AvatarVideoGenerator(VideoGenerator):
         return self._stream()
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         if self._render_task is not None:
             self._render_task.cancel()
@@ -150,7 +152,9 @@ class AvatarVideoGenerator(VideoGenerator):
                 await self._render_task
             except asyncio.CancelledError:
                 pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Close the renderer on its own thread, after any render still running there.
+        self._executor.submit(self._renderer.close)
+        self._executor.shutdown(wait=False)
 
     # -- emitting ----------------------------------------------------------------------------
 

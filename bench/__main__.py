@@ -30,7 +30,11 @@ RESULTS = ROOT / "bench" / "results"
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--soak-minutes", type=float, default=10.0)
-    parser.add_argument("--sessions", default="1,2,4", help="concurrent sessions to measure")
+    parser.add_argument(
+        "--sessions",
+        default="1,2",
+        help="concurrent sessions to measure (the viewers decoding every frame share the CPU)",
+    )
     args = parser.parse_args()
     sessions = [int(n) for n in args.sessions.split(",") if n]
 
@@ -71,9 +75,15 @@ async def _run(speech, sessions: list[int], soak_minutes: float) -> dict:  # noq
             results["sessions"] = []
             for count in sessions:
                 print(f"bench: {count} concurrent session(s)", flush=True)
-                results["sessions"].append(
-                    await foundation.concurrency(server, "bench-agent", worker.pid, count)
-                )
+                try:
+                    results["sessions"].append(
+                        await foundation.concurrency(server, "bench-agent", worker.pid, count)
+                    )
+                except (TimeoutError, ValueError) as error:
+                    # Keep what was measured; say where the machine ran out.
+                    print(f"bench: {count} sessions failed: {error}", flush=True)
+                    results["sessions_failed"] = {"sessions": count, "error": str(error)}
+                    break
             if soak_minutes > 0:
                 print(f"bench: {soak_minutes:g}-minute soak of continuous speech", flush=True)
                 results["soak"] = await foundation.soak(server, "bench-agent", soak_minutes)

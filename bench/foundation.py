@@ -90,7 +90,7 @@ async def concurrency(
         results = await asyncio.gather(*[speak_once(o) for o in observers])
         elapsed = time.perf_counter() - started
         cpu = sum(_safe_cpu(p) for p in procs)
-        rss = sum(_safe_rss(p) for p in _worker_tree(worker_pid))
+        pss = sum(_safe_pss(p) for p in _worker_tree(worker_pid))
     finally:
         await asyncio.gather(*[o.aclose() for o in observers])
     return {
@@ -107,7 +107,8 @@ async def concurrency(
         "render_ms_p50": [r.runtime.get("render_ms_p50") for r in results],
         "repeated_frames": [r.runtime.get("repeated_frames") for r in results],
         "cpu_percent_per_session": round(cpu / sessions, 1),
-        "rss_mb_per_session": round(rss / sessions / 2**20, 1),
+        # PSS: shared pages (libraries, the forkserver's preloaded modules) split fairly.
+        "pss_mb_per_session": round(pss / sessions / 2**20, 1),
         "measured_s": round(elapsed, 1),
     }
 
@@ -149,8 +150,8 @@ def _safe_cpu(proc: psutil.Process) -> float:
         return 0.0
 
 
-def _safe_rss(proc: psutil.Process) -> int:
+def _safe_pss(proc: psutil.Process) -> int:
     try:
-        return proc.memory_info().rss
+        return proc.memory_full_info().pss
     except psutil.Error:
         return 0

@@ -72,7 +72,7 @@ def foundation_section(results: dict) -> str:
                 "render p50 (ms)",
                 "repeated frames",
                 "CPU per session",
-                "RSS per session",
+                "memory (PSS) per session",
             ],
             [
                 [
@@ -84,12 +84,21 @@ def foundation_section(results: dict) -> str:
                     ", ".join(str(v) for v in s["render_ms_p50"]),
                     ", ".join(str(v) for v in s["repeated_frames"]),
                     f"{s['cpu_percent_per_session']}%",
-                    f"{s['rss_mb_per_session']} MB",
+                    f"{s.get('pss_mb_per_session', s.get('rss_mb_per_session'))} MB",
                 ]
                 for s in results.get("sessions", [])
             ],
         ),
         "",
+        *(
+            [
+                f"With {results['sessions_failed']['sessions']} sessions the run failed: "
+                f"{results['sessions_failed']['error']}.",
+                "",
+            ]
+            if results.get("sessions_failed")
+            else []
+        ),
         "*Runtime first-frame latency*: from an utterance's first TTS audio reaching the "
         "runtime to its first frame leaving it (the avatar's own `avatar.stats`). *Chat to "
         "first speech frame*: from sending the chat text to the first speech frame arriving at "

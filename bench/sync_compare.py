@@ -94,6 +94,7 @@ async def measure(server: LiveKitServer, publisher_kind: str, speech: list[rtc.A
         fps = observer.fps(speech_frames[0].arrived, speech_frames[-1].arrived)
     finally:
         await runner.aclose()
+        await generator.aclose()  # livekit's AvatarRunner does not close its generator
         await observer.aclose()
         await room.disconnect()
     return {
