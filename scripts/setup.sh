@@ -157,32 +157,43 @@ EOF
     say "livekit-server ${version##* } ($LIVEKIT_BIN)"
 }
 
-# ------------------------------------------------------------------------- chromium
+# -------------------------------------------------------------- system packages (apt)
 CHROMIUM_BIN=""
 
-setup_chromium() {
-    if [[ "${AVATAR_SKIP_BROWSER:-0}" == "1" ]]; then
-        say "chromium: skipped (AVATAR_SKIP_BROWSER=1)"
-        return
+# Debian packages the project uses: chromium (+ fonts) for browser tests, and PortAudio for
+# the agent's `console` mode (sounddevice loads it even for --text).
+missing_system_packages() {
+    local missing=()
+    if [[ "${AVATAR_SKIP_BROWSER:-0}" != "1" && ! -x /usr/bin/chromium ]]; then
+        missing+=(chromium fonts-liberation)
     fi
-    if [[ ! -x /usr/bin/chromium ]]; then
+    ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || missing+=(libportaudio2)
+    echo "${missing[@]}"
+}
+
+setup_system_packages() {
+    local missing
+    missing="$(missing_system_packages)"
+    if [[ -n "$missing" ]]; then
         if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-            say "installing chromium with apt-get (takes a minute once)"
+            say "installing $missing with apt-get (takes a minute once)"
             DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
                 || die "apt-get update failed"
-            # fonts-liberation: a Recommends of chromium worth having for text rendering.
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                chromium fonts-liberation >/dev/null \
-                || die "apt-get install chromium failed"
+            # shellcheck disable=SC2086  # word splitting of the package list is intended
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends 2>/dev/null \
+                $missing >/dev/null || die "apt-get install $missing failed"
         else
-            say "WARNING: /usr/bin/chromium missing; browser tests will not run. Install it with:"
-            say "  sudo apt-get update && sudo apt-get install -y chromium"
-            say "  (or set AVATAR_SKIP_BROWSER=1 to silence this)"
-            return
+            say "WARNING: missing Debian packages: $missing. Install them with:"
+            say "  sudo apt-get update && sudo apt-get install -y $missing"
+            say "  (AVATAR_SKIP_BROWSER=1 skips chromium)"
         fi
     fi
-    CHROMIUM_BIN=/usr/bin/chromium
-    say "chromium ok ($CHROMIUM_BIN)"
+    if [[ "${AVATAR_SKIP_BROWSER:-0}" == "1" ]]; then
+        say "chromium: skipped (AVATAR_SKIP_BROWSER=1)"
+    elif [[ -x /usr/bin/chromium ]]; then
+        CHROMIUM_BIN=/usr/bin/chromium
+        say "chromium ok ($CHROMIUM_BIN)"
+    fi
 }
 
 # ---------------------------------------------------------------------- client_demo
@@ -231,6 +242,6 @@ export CHROMIUM_BIN=\"$CHROMIUM_BIN\""
 
 setup_python
 setup_livekit_server
-setup_chromium
+setup_system_packages
 setup_node
 write_env
