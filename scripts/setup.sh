@@ -5,6 +5,7 @@
 #   2. a livekit-server binary (or an external server given by LIVEKIT_URL)
 #   3. Chromium for the browser tests
 #   4. the client_demo node packages (when client_demo/package.json exists)
+#   5. MediaPipe's face models (.tflite files taken from the mediapipe wheel on PyPI)
 #
 # Everything is cached outside the checkout, under AVATAR_CACHE, so several
 # checkouts (a CI clone, a work tree) share one set of tools. The project itself is
@@ -19,6 +20,7 @@
 #   LIVEKIT_SERVER_BIN    use this livekit-server binary
 #   LIVEKIT_URL           external server to use when no binary is available
 #   AVATAR_SKIP_BROWSER=1 do not check for / install Chromium
+#   AVATAR_MODELS_DIR     where renderers/vision looks for the models instead of the cache
 #
 # A second run with nothing to do takes well under a few seconds.
 set -euo pipefail
@@ -100,6 +102,63 @@ PY
     rm -f "$VENV"/.deps-*   # pins may have gone back and forth: only the newest stamp is true
     : >"$stamp"
     say "python deps installed"
+}
+
+# --------------------------------------------------------------------------- models
+# renderers/vision runs MediaPipe's bundled face models on LiteRT (ai-edge-litert). The
+# mediapipe package itself cannot be imported next to livekit (protobuf <5 vs >=5), but its
+# wheel carries the models as plain .tflite files: download the wheel once, keep those files.
+MEDIAPIPE_VERSION="0.10.14"
+MEDIAPIPE_MODELS=(
+    face_detection/face_detection_short_range.tflite
+    face_detection/face_detection_full_range_sparse.tflite
+    face_landmark/face_landmark.tflite
+    iris_landmark/iris_landmark.tflite
+    selfie_segmentation/selfie_segmentation.tflite
+)
+
+setup_models() {
+    local dir="$AVATAR_CACHE/models/mediapipe-$MEDIAPIPE_VERSION" model missing=0
+    for model in "${MEDIAPIPE_MODELS[@]}"; do
+        [[ -s "$dir/${model##*/}" ]] || missing=1
+    done
+    if [[ "$missing" == 0 ]]; then
+        say "face models up to date ($dir)"
+        return
+    fi
+    say "fetching face models from the mediapipe $MEDIAPIPE_VERSION wheel (once)"
+    local tmp
+    tmp="$(mktemp -d "$AVATAR_CACHE/.models.XXXXXX")"
+    # pip picks the wheel matching the venv's Python and platform; only the .tflite files
+    # inside it are used, the package is never installed.
+    if ! "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+            --only-binary=:all: -d "$tmp" "mediapipe==$MEDIAPIPE_VERSION" >/dev/null; then
+        rm -rf "$tmp"
+        die "pip download mediapipe==$MEDIAPIPE_VERSION failed (needed for its face models)"
+    fi
+    if ! "$VENV/bin/python" - "$tmp" "$dir" "${MEDIAPIPE_MODELS[@]}" <<'PY'
+import glob, os, sys, zipfile
+
+tmp, dest, members = sys.argv[1], sys.argv[2], sys.argv[3:]
+wheels = glob.glob(os.path.join(tmp, "mediapipe-*.whl"))
+if len(wheels) != 1:
+    sys.exit(f"setup: ERROR: expected one mediapipe wheel in {tmp}, found {wheels}")
+os.makedirs(dest, exist_ok=True)
+with zipfile.ZipFile(wheels[0]) as wheel:
+    for member in members:
+        name = os.path.basename(member)
+        # Write next to the target and rename, so a half-written model is never seen.
+        part = os.path.join(dest, name + ".part")
+        with wheel.open("mediapipe/modules/" + member) as src, open(part, "wb") as out:
+            out.write(src.read())
+        os.replace(part, os.path.join(dest, name))
+PY
+    then
+        rm -rf "$tmp"
+        die "could not extract the face models from the mediapipe wheel"
+    fi
+    rm -rf "$tmp"
+    say "face models installed ($dir)"
 }
 
 # ------------------------------------------------------------------- livekit-server
@@ -241,6 +300,7 @@ export CHROMIUM_BIN=\"$CHROMIUM_BIN\""
 }
 
 setup_python
+setup_models
 setup_livekit_server
 setup_system_packages
 setup_node
