@@ -18,7 +18,7 @@ from dotenv import load_dotenv
 DEFAULT_LIVEKIT_URL = "ws://127.0.0.1:7880"
 DEFAULT_API_KEY = "devkey"
 DEFAULT_API_SECRET = "avatar-agents-local-dev-secret-0123456789"
-DEFAULT_RENDERER = "testcard"
+DEFAULT_RENDERER = "meshwarp"
 AVATAR_MODES = ("inprocess", "remote")
 
 

@@ -30,8 +30,7 @@ class VideoSample:
     height: int
     stamp: Stamp | None
     luma: np.ndarray
-    """A 16x16 thumbnail of the brightness below the stamp band (the top quarter), to see
-    the picture change."""
+    """A 16x16 thumbnail of the brightness of the watched region, to see the picture change."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,9 @@ class RoomObserver:
     url: str
     token: str
     decode_stamps: bool = True
+    region: tuple[float, float, float, float] = (0.0, 0.25, 1.0, 1.0)
+    """Part of the picture (x0, y0, x1, y1 as fractions) the thumbnails watch. The default
+    skips the testcard's stamp band; a face renderer's mouth is around (0.38, 0.5, 0.62, 0.7)."""
     room: rtc.Room = field(default_factory=rtc.Room)
     video: list[VideoSample] = field(default_factory=list)
     audio: list[AudioSample] = field(default_factory=list)
@@ -99,7 +101,9 @@ class RoomObserver:
             pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
             stamp = read_stamp(pixels) if self.decode_stamps else None
             self.video.append(
-                VideoSample(arrived, frame.width, frame.height, stamp, _thumbnail(pixels))
+                VideoSample(
+                    arrived, frame.width, frame.height, stamp, _thumbnail(pixels, self.region)
+                )
             )
 
     async def _read_audio(self, track: rtc.Track) -> None:
@@ -146,6 +150,19 @@ class RoomObserver:
             f"utterance {segment} to be spoken",
         )
 
+    def speech_spans(
+        self, threshold_db: float = -40.0, gap_s: float = 0.6
+    ) -> list[tuple[float, float]]:
+        """Stretches of loud received audio (pauses shorter than `gap_s` bridged): when the
+        avatar was heard speaking, for renderers whose frames carry no stamp."""
+        spans: list[list[float]] = []
+        for sample in self.loud_audio(threshold_db):
+            if spans and sample.arrived - spans[-1][1] <= gap_s:
+                spans[-1][1] = sample.arrived
+            else:
+                spans.append([sample.arrived, sample.arrived])
+        return [(start, end) for start, end in spans]
+
     def loud_audio(self, threshold_db: float = -40.0) -> list[AudioSample]:
         return [a for a in self.audio if a.rms_db > threshold_db]
 
@@ -153,8 +170,14 @@ class RoomObserver:
         return estimate_av_offset_ms(self.video, self.audio, max_lag_ms=max_lag_ms)
 
 
-def _thumbnail(pixels: np.ndarray) -> np.ndarray:
-    body = pixels[pixels.shape[0] // 4 :, :, 1]
+def _thumbnail(pixels: np.ndarray, region: tuple[float, float, float, float]) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    x0, y0, x1, y1 = region
+    body = pixels[
+        int(y0 * h) : max(int(y1 * h), int(y0 * h) + 1),
+        int(x0 * w) : max(int(x1 * w), int(x0 * w) + 1),
+        1,
+    ]
     rows = np.linspace(0, body.shape[0] - 1, 16).astype(int)
     cols = np.linspace(0, body.shape[1] - 1, 16).astype(int)
     return body[np.ix_(rows, cols)].astype(np.float32)

@@ -44,6 +44,9 @@ class RendererCapabilities:
     backends: tuple[str, ...] = ("numpy",)
     needs_source: bool = False
     """True when it cannot run without an avatar source (image, video or package)."""
+    alpha_is_person_mask: bool = False
+    """True when the alpha channel of its frames is the person mask (255 = person), so the
+    background compositor need not segment the picture itself."""
 
 
 @dataclass(frozen=True)

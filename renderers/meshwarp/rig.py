@@ -1,0 +1,237 @@
+"""The face rig: how each control moves the landmarks, and the dense warp field it implies.
+
+Every control (jaw open, smile, blink, ...) is a displacement of the control landmarks at
+weight 1, sized relative to the face. A thin-plate spline spreads each displacement smoothly
+over the region around the face, with the region's border pinned, so a frame's whole warp is
+just a weighted sum of precomputed fields: cheap enough for hundreds of frames per second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import landmarks as lm
+
+CONTROLS = (
+    "jaw_open",
+    "lips_part",
+    "mouth_wide",
+    "mouth_round",
+    "smile",
+    "frown",
+    "brow_raise",
+    "brow_inner_up",
+    "brow_lower",
+    "blink_right",
+    "blink_left",
+    "eye_wide",
+    "squint",
+    "gaze_x",
+    "gaze_y",
+    "head_x",
+    "head_y",
+    "head_roll",
+)
+INDEX = {name: i for i, name in enumerate(CONTROLS)}
+_GRID_STEP = 4  # the spline is evaluated every 4 px and upsampled: it is smooth anyway
+
+
+@dataclass(frozen=True)
+class Region:
+    """The part of the frame the warp may touch: x0:x1, y0:y1."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+
+def face_scale(points: np.ndarray) -> float:
+    """Distance between the eye centres, the unit every displacement is sized in."""
+    right = points[list(lm.RIGHT_EYE_CORNERS), :2].mean(axis=0)
+    left = points[list(lm.LEFT_EYE_CORNERS), :2].mean(axis=0)
+    return float(np.linalg.norm(left - right))
+
+
+def warp_region(points: np.ndarray, width: int, height: int) -> Region:
+    """Face box grown to hold the head's motion, the jaw's drop and some neck."""
+    xy = points[:, :2]
+    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+    w, h = x1 - x0, y1 - y0
+    return Region(
+        max(0, int(x0 - 0.35 * w)),
+        max(0, int(y0 - 0.45 * h)),
+        min(width, int(np.ceil(x1 + 0.35 * w))),
+        min(height, int(np.ceil(y1 + 0.45 * h))),
+    )
+
+
+def control_displacements(points: np.ndarray) -> np.ndarray:
+    """(len(CONTROLS), len(CONTROL_POINTS), 2): where each control moves each control point."""
+    xy = points[:, :2].astype(np.float64)
+    s = face_scale(points)
+    row = {index: i for i, index in enumerate(lm.CONTROL_POINTS)}
+    out = np.zeros((len(CONTROLS), len(lm.CONTROL_POINTS), 2))
+
+    def move(control: str, indices, dx, dy) -> None:  # noqa: ANN001
+        for k, index in enumerate(indices):
+            out[INDEX[control], row[index]] += (
+                dx[k] if np.ndim(dx) else dx,
+                dy[k] if np.ndim(dy) else dy,
+            )
+
+    corners = xy[list(lm.MOUTH_CORNERS)]
+    mouth_cx = corners[:, 0].mean()
+    half_width = max(1.0, abs(corners[1, 0] - corners[0, 0]) / 2)
+    mouth_y = corners[:, 1].mean()
+    chin_y = xy[lm.CHIN, 1]
+
+    def across(indices) -> np.ndarray:  # noqa: ANN001 - -1 at the right corner .. +1 left
+        return np.clip((xy[list(indices), 0] - mouth_cx) / half_width, -1.2, 1.2)
+
+    lips = tuple(dict.fromkeys(lm.UPPER_LIP_OUTER + lm.LOWER_LIP_OUTER
+                               + lm.UPPER_LIP_INNER + lm.LOWER_LIP_INNER))  # fmt: skip
+    lower_lips = tuple(dict.fromkeys(lm.LOWER_LIP_OUTER + lm.LOWER_LIP_INNER))
+    lower_only = tuple(i for i in lower_lips if i not in lm.MOUTH_CORNERS + lm.INNER_CORNERS)
+
+    # Jaw: the chin drops, the lower lip rides on it, the jaw line follows by height.
+    jaw_t = np.clip((xy[list(lm.JAW), 1] - mouth_y) / max(1.0, chin_y - mouth_y), 0, 1)
+    move("jaw_open", lm.JAW, 0.0, 0.26 * s * jaw_t)
+    move("jaw_open", lower_only, 0.0, 0.22 * s * (1 - 0.35 * np.abs(across(lower_only))))
+    move("jaw_open", lm.MOUTH_CORNERS + lm.INNER_CORNERS, 0.0, 0.07 * s)
+    move("jaw_open", lm.UPPER_LIP_INNER[1:-1], 0.0, -0.015 * s)
+
+    # Lips part without the jaw (also closes a portrait's open mouth at negative weight).
+    upper_inner, lower_inner = lm.UPPER_LIP_INNER[1:-1], lm.LOWER_LIP_INNER[1:-1]
+    move("lips_part", upper_inner, 0.0, -0.035 * s * (1 - 0.5 * np.abs(across(upper_inner))))
+    move("lips_part", lower_inner, 0.0, 0.05 * s * (1 - 0.5 * np.abs(across(lower_inner))))
+    move("lips_part", lm.UPPER_LIP_OUTER[1:-1], 0.0, -0.012 * s)
+    move("lips_part", lm.LOWER_LIP_OUTER[1:-1], 0.0, 0.02 * s)
+
+    # Spread and pucker: lip points slide along the mouth's width.
+    move("mouth_wide", lips, 0.09 * s * across(lips), 0.0)
+    move("mouth_wide", lm.CHEEKS, 0.03 * s * np.sign(xy[list(lm.CHEEKS), 0] - mouth_cx), 0.0)
+    move("mouth_round", lips, -0.09 * s * across(lips), 0.0)
+    move("mouth_round", lm.UPPER_LIP_OUTER[2:-2], 0.0, -0.02 * s)
+    move("mouth_round", lm.LOWER_LIP_OUTER[2:-2], 0.0, 0.02 * s)
+
+    # Corners up and out (smile) or down (frown); the middle of the lips barely moves.
+    weight = np.abs(across(lips)) ** 1.5
+    move("smile", lips, 0.04 * s * across(lips), -0.075 * s * weight)
+    move("smile", lm.CHEEKS, 0.0, -0.045 * s)
+    move("smile", lm.RIGHT_EYE_LOWER[1:-1] + lm.LEFT_EYE_LOWER[1:-1], 0.0, -0.012 * s)
+    move("frown", lips, -0.01 * s * across(lips), 0.06 * s * weight)
+
+    brows = lm.RIGHT_BROW + lm.LEFT_BROW
+    move("brow_raise", brows, 0.0, -0.09 * s)
+    upper_lids = lm.RIGHT_EYE_UPPER + lm.LEFT_EYE_UPPER
+    move("brow_raise", upper_lids, 0.0, -0.015 * s)
+    inner = lm.RIGHT_BROW_INNER + lm.LEFT_BROW_INNER
+    move("brow_inner_up", inner, 0.0, -0.08 * s)
+    move("brow_inner_up", (105, 52, 334, 282), 0.0, -0.035 * s)
+    face_cx = xy[list(lm.NOSE), 0].mean()
+    move("brow_lower", brows, 0.0, 0.05 * s)
+    move("brow_lower", inner, 0.035 * s * np.sign(face_cx - xy[list(inner), 0]), 0.015 * s)
+    move("brow_lower", upper_lids, 0.0, 0.008 * s)
+
+    for side, upper, lower in (
+        ("right", lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER),
+        ("left", lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER),
+    ):
+        lower_xy = xy[list(lower)]
+        order = np.argsort(lower_xy[:, 0])
+        lid_floor = np.interp(xy[list(upper), 0], lower_xy[order, 0], lower_xy[order, 1])
+        gap = lid_floor - xy[list(upper), 1]
+        move(f"blink_{side}", upper, 0.0, 0.92 * gap)
+        move(f"blink_{side}", lower[1:-1], 0.0, -0.06 * gap.mean())
+        move("eye_wide", upper, 0.0, -0.3 * gap)
+        move("squint", upper, 0.0, 0.22 * gap)
+        move("squint", lower[1:-1], 0.0, -0.12 * gap.mean())
+
+    for iris, corners in (
+        (lm.RIGHT_IRIS, lm.RIGHT_EYE_CORNERS),
+        (lm.LEFT_IRIS, lm.LEFT_EYE_CORNERS),
+    ):
+        eye_width = float(np.linalg.norm(xy[corners[0]] - xy[corners[1]]))
+        move("gaze_x", iris, 0.1 * eye_width, 0.0)
+        move("gaze_y", iris, 0.0, 0.06 * eye_width)
+
+    # Rigid head motion, unit: 1 % of the face scale, and 1 degree of roll about the neck.
+    face = tuple(i for i in lm.CONTROL_POINTS)
+    move("head_x", face, 0.01 * s, 0.0)
+    move("head_y", face, 0.0, 0.01 * s)
+    pivot = np.array([xy[list(lm.NOSE), 0].mean(), chin_y + 0.4 * s])
+    rel = xy[list(face)] - pivot
+    theta = np.deg2rad(1.0)
+    move("head_roll", face, -theta * rel[:, 1], theta * rel[:, 0])
+    return out.astype(np.float32)
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = 0.5 * r2 * np.log(r2)
+    return np.nan_to_num(k)
+
+
+def warp_fields(points: np.ndarray, region: Region, smoothing: float = 1.0) -> np.ndarray:
+    """(len(CONTROLS), region.height, region.width, 2) float32 displacement fields.
+
+    A thin-plate spline per control through the control points, with points along the
+    region's border held still so the warp fades out before the region's edge.
+    """
+    controls_xy = points[list(lm.CONTROL_POINTS), :2].astype(np.float64)
+    border = _border_points(region)
+    centres = np.vstack([controls_xy, border])
+    n = len(centres)
+    values = np.zeros((len(CONTROLS), n, 2))
+    values[:, : len(controls_xy)] = control_displacements(points)
+
+    # Solve [K + λI, P; Pᵀ, 0] [w; a] = [v; 0] for all controls and both axes at once.
+    scale = max(region.width, region.height)
+    c = centres / scale
+    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = _tps_kernel(d2) + smoothing * 1e-3 * np.eye(n)
+    poly = np.hstack([np.ones((n, 1)), c])
+    system[:n, n:] = poly
+    system[n:, :n] = poly.T
+    rhs = np.zeros((n + 3, len(CONTROLS) * 2))
+    rhs[:n] = values.transpose(1, 0, 2).reshape(n, -1)
+    coeffs = np.linalg.solve(system, rhs)
+
+    gy, gx = np.mgrid[region.y0 : region.y1 : _GRID_STEP, region.x0 : region.x1 : _GRID_STEP]
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1) / scale
+    g2 = ((grid[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    basis = np.hstack([_tps_kernel(g2), np.ones((len(grid), 1)), grid])
+    coarse = (basis @ coeffs).reshape(gy.shape[0], gy.shape[1], len(CONTROLS), 2)
+
+    fields = np.empty((len(CONTROLS), region.height, region.width, 2), dtype=np.float32)
+    for i in range(len(CONTROLS)):
+        for axis in range(2):
+            fields[i, :, :, axis] = cv2.resize(
+                coarse[:, :, i, axis].astype(np.float32),
+                (region.width, region.height),
+                interpolation=cv2.INTER_LINEAR,
+            )
+    return fields
+
+
+def _border_points(region: Region, spacing: float = 24.0) -> np.ndarray:
+    xs = np.linspace(region.x0, region.x1 - 1, max(2, int(region.width / spacing)))
+    ys = np.linspace(region.y0, region.y1 - 1, max(2, int(region.height / spacing)))
+    top = np.stack([xs, np.full_like(xs, region.y0)], 1)
+    bottom = np.stack([xs, np.full_like(xs, region.y1 - 1)], 1)
+    left = np.stack([np.full_like(ys, region.x0), ys], 1)
+    right = np.stack([np.full_like(ys, region.x1 - 1), ys], 1)
+    return np.unique(np.vstack([top, bottom, left, right]), axis=0)
