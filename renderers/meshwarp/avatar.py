@@ -70,7 +70,8 @@ def prepare_avatar(source: Path | None, width: int, height: int) -> MeshwarpAvat
             return _load(cached)
         except (OSError, ValueError, KeyError):
             logger.warning("ignoring unreadable meshwarp cache %s", cached)
-    rgb = _first_face_frame(path, data) if path.suffix.lower() in VIDEO_SUFFIXES else load_image(data)
+    is_video = path.suffix.lower() in VIDEO_SUFFIXES
+    rgb = _first_face_frame(path, data) if is_video else load_image(data)
     avatar = build_avatar(rgb, width, height)
     _save(avatar, cached)
     return avatar
