@@ -3,6 +3,7 @@ tables in docs/benchmarks.md.
 
     python -m bench                   # everything, with a 10-minute drift soak
     python -m bench --soak-minutes 1  # quicker
+    python -m bench --only meshwarp   # one benchmark
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from pathlib import Path
 import psutil
 
 from tests.livekit_server import running_livekit_server
-from tests.worker_process import running_worker
 
-from . import foundation, sync_compare
-from .report import write_report
+from . import foundation, meshwarp, sync_compare
+from .report import foundation_section, meshwarp_section, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -35,27 +35,48 @@ def main() -> int:
         default="1,2",
         help="concurrent sessions to measure (the viewers decoding every frame share the CPU)",
     )
+    parser.add_argument("--only", choices=["foundation", "meshwarp"], action="append")
+    parser.add_argument("--meshwarp-sessions", default="1,2,4,6")
     args = parser.parse_args()
     sessions = [int(n) for n in args.sessions.split(",") if n]
+    only = set(args.only or ["foundation", "meshwarp"])
 
-    print("bench: synthesizing the comparison speech with piper", flush=True)
-    speech = sync_compare.synthesize(foundation.TEXT)
-    try:
-        results = asyncio.run(_run(speech, sessions, args.soak_minutes))
-    except BaseException as error:  # pytest's skip/fail outcomes are BaseExceptions
-        if isinstance(error, KeyboardInterrupt):
-            raise
-        print(f"bench: failed: {error}", file=sys.stderr)
-        return 1
+    jobs = []
+    if "meshwarp" in only:
+        counts = [int(n) for n in args.meshwarp_sessions.split(",") if n]
+        jobs.append(("meshwarp", lambda server: meshwarp.run(server, counts), meshwarp_section))
+    if "foundation" in only:
+        print("bench: synthesizing the comparison speech with piper", flush=True)
+        speech = sync_compare.synthesize(foundation.TEXT)
+        jobs.append(
+            (
+                "foundation",
+                lambda server: foundation.run(server, speech, sessions, args.soak_minutes),
+                foundation_section,
+            )
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "foundation.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_report(results, ROOT / "docs" / "benchmarks.md")
-    print(f"bench: wrote {RESULTS / 'foundation.json'} and docs/benchmarks.md")
+    for name, job, section in jobs:
+        try:
+            results = {**_header(), **asyncio.run(_with_server(job))}
+        except BaseException as error:  # pytest's skip/fail outcomes are BaseExceptions
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            print(f"bench: {name} failed: {error}", file=sys.stderr)
+            return 1
+        (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_section(ROOT / "docs" / "benchmarks.md", name, section(results))
+        print(f"bench: wrote bench/results/{name}.json and docs/benchmarks.md ({name})")
     return 0
 
 
-async def _run(speech, sessions: list[int], soak_minutes: float) -> dict:  # noqa: ANN001
-    results: dict = {
+async def _with_server(job):  # noqa: ANN001, ANN202
+    with running_livekit_server() as server:
+        return await job(server)
+
+
+def _header() -> dict:
+    return {
         "machine": {
             "cpu_count": psutil.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -64,30 +85,6 @@ async def _run(speech, sessions: list[int], soak_minutes: float) -> dict:  # noq
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    with running_livekit_server() as server:
-        print("bench: publisher comparison (avatar-agents vs livekit AvatarRunner)", flush=True)
-        results["publishers"] = [
-            await sync_compare.measure(server, kind, speech)
-            for kind in ("avatar-agents", "livekit-agents AvatarRunner")
-        ]
-        env = {"AVATAR_AGENT_NAME": "bench-agent", "AVATAR_RENDERER": "testcard"}
-        with running_worker(server, ["-m", "agent", "dev"], env) as worker:
-            results["sessions"] = []
-            for count in sessions:
-                print(f"bench: {count} concurrent session(s)", flush=True)
-                try:
-                    results["sessions"].append(
-                        await foundation.concurrency(server, "bench-agent", worker.pid, count)
-                    )
-                except (TimeoutError, ValueError) as error:
-                    # Keep what was measured; say where the machine ran out.
-                    print(f"bench: {count} sessions failed: {error}", flush=True)
-                    results["sessions_failed"] = {"sessions": count, "error": str(error)}
-                    break
-            if soak_minutes > 0:
-                print(f"bench: {soak_minutes:g}-minute soak of continuous speech", flush=True)
-                results["soak"] = await foundation.soak(server, "bench-agent", soak_minutes)
-    return results
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 
 from tests.livekit_server import LiveKitServer
+from tests.worker_process import running_worker
 
 from .observer import RoomObserver, estimate_av_offset_ms, observer_token
 
@@ -155,3 +156,33 @@ def _safe_pss(proc: psutil.Process) -> int:
         return proc.memory_full_info().pss
     except psutil.Error:
         return 0
+
+
+async def run(server: LiveKitServer, speech, sessions: list[int], soak_minutes: float) -> dict:  # noqa: ANN001
+    """The whole foundation benchmark: publishers side by side, sessions, soak."""
+    from . import sync_compare
+
+    results: dict = {}
+    print("bench: publisher comparison (avatar-agents vs livekit AvatarRunner)", flush=True)
+    results["publishers"] = [
+        await sync_compare.measure(server, kind, speech)
+        for kind in ("avatar-agents", "livekit-agents AvatarRunner")
+    ]
+    env = {"AVATAR_AGENT_NAME": "bench-agent", "AVATAR_RENDERER": "testcard"}
+    with running_worker(server, ["-m", "agent", "dev"], env) as worker:
+        results["sessions"] = []
+        for count in sessions:
+            print(f"bench: {count} concurrent session(s)", flush=True)
+            try:
+                results["sessions"].append(
+                    await concurrency(server, "bench-agent", worker.pid, count)
+                )
+            except (TimeoutError, ValueError) as error:
+                # Keep what was measured; say where the machine ran out.
+                print(f"bench: {count} sessions failed: {error}", flush=True)
+                results["sessions_failed"] = {"sessions": count, "error": str(error)}
+                break
+        if soak_minutes > 0:
+            print(f"bench: {soak_minutes:g}-minute soak of continuous speech", flush=True)
+            results["soak"] = await soak(server, "bench-agent", soak_minutes)
+    return results

@@ -126,10 +126,59 @@ def foundation_section(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_report(results: dict, path: Path, name: str = "foundation") -> None:
+def meshwarp_section(results: dict) -> str:
+    machine = results["machine"]
+    parts = [
+        "## meshwarp: render speed and sessions per machine",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPUs. Render-only: one process "
+        "pinned to one core (`taskset -c 0`, one BLAS thread), speech and silence alternating, "
+        "an emotion on. Sessions: each a separate process (as the worker runs jobs) rendering, "
+        "encoding VP8 + Opus and publishing through the SFU while speech plays in a loop.",
+        "",
+        "Goals: >= 200 fps at 512x512 and >= 60 fps at 1280x720 render-only on one core; "
+        ">= 4 sessions at 30 fps on this 2-core machine.",
+        "",
+        _table(
+            ["size", "render-only fps (one core)", "ms per frame"],
+            [[r["size"], r["fps"], r["ms_per_frame"]] for r in results["render_only"]],
+        ),
+        "",
+        _table(
+            [
+                "sessions",
+                "min fps",
+                "repeated frames",
+                "CPU per session",
+                "render p50 (ms)",
+                "max RSS (MB)",
+                "sustained at 30 fps",
+            ],
+            [
+                [
+                    s["sessions"],
+                    s["fps_min"],
+                    f"{100 * s['repeated_share']:.2f}%",
+                    f"{s['cpu_percent_per_session']}%",
+                    s["render_ms_p50"],
+                    s["max_rss_mb"],
+                    "yes" if s["sustained"] else "no",
+                ]
+                for s in results["sessions"]
+            ],
+        ),  # fmt: skip
+        "",
+        "CPU per session includes rendering, VP8 encoding of 512x512 at 30 fps, Opus, and the "
+        "LiveKit client; 100% = one core.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_section(path: Path, name: str, markdown: str) -> None:
+    """Replace (or append) the block between this section's markers in the report."""
     text = path.read_text() if path.exists() else HEADER
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{foundation_section(results)}{end}"
+    block = f"{start}\n{markdown}{end}"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         after = rest.split(end, 1)[1]

@@ -60,11 +60,16 @@ class IdleMotion:
         # Glances: a new small gaze target every 1-3.5 s.
         self._glance_times = np.cumsum(rng.uniform(1.0, 3.5, size=4000))
         self._glance_targets = rng.normal(0.0, 0.35, size=(4000, 2)).clip(-0.8, 0.8)
+        # Both schedules cover a couple of hours; longer sessions go round them again (the
+        # first blink of a round comes 4.2 s after the last one of the previous round, and
+        # the gaze of a round starts where the previous round's ended).
+        self._blink_period = float(self._blinks[-1]) + 3.0
+        self._glance_period = float(self._glance_times[-1])
 
     def weights(self, index: int) -> np.ndarray:
         t = index / self.fps
         w = np.zeros(len(CONTROLS), dtype=np.float32)
-        blink = self._blink(t)
+        blink = self._blink(t % self._blink_period)
         w[INDEX["blink_right"]] = w[INDEX["blink_left"]] = blink
         p = self._phases
         w[INDEX["head_y"]] = 0.9 * math.sin(2 * math.pi * t / 4.2 + p[0])  # breathing
@@ -74,7 +79,7 @@ class IdleMotion:
         w[INDEX["head_roll"]] = 0.9 * (
             math.sin(2 * math.pi * 0.053 * t + p[3]) + 0.4 * math.sin(2 * math.pi * 0.23 * t + p[4])
         )
-        gaze = self._gaze(t)
+        gaze = self._gaze(t % self._glance_period)
         w[INDEX["gaze_x"]], w[INDEX["gaze_y"]] = gaze
         return w
 
