@@ -430,12 +430,6 @@ def test_blinks_and_glances_go_on_in_long_sessions() -> None:
     assert len({tuple(g) for g in np.round(gaze, 4)}) > 5  # the eyes still glance about
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the warp closes the lids only about halfway in the picture (the landmarks "
-    "close): the spline's smoothing, the iris points held still inside the eye and the "
-    "first-order inverse of the warp field all keep the lower part of the eye open",
-)
 def test_a_blink_shuts_the_eye_in_the_picture() -> None:
     renderer = make_renderer()
     pictures, blink = [], []

@@ -5,6 +5,7 @@ and emotions move brows, eyes and mouth corners. CPU only, no downloaded weights
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,8 @@ from .rig import INDEX
 _CAVITY = np.array([52, 20, 24], dtype=np.float32)  # the dark inside of the mouth
 _TEETH = np.array([214, 206, 192], dtype=np.float32)
 _INNER_LIPS = lm.UPPER_LIP_INNER + tuple(reversed(lm.LOWER_LIP_INNER))[1:-1]
+_LID_CONTROLS = [INDEX[c] for c in ("blink_right", "blink_left", "squint", "eye_wide")]
+_LASHES = np.array([45, 32, 30], dtype=np.float32)
 
 
 class MeshwarpRenderer(Renderer):
@@ -49,6 +52,10 @@ class MeshwarpRenderer(Renderer):
         rows = {index: i for i, index in enumerate(lm.CONTROL_POINTS)}
         self._inner_rows = np.array([rows[i] for i in _INNER_LIPS])
         self._inner_rest = self._avatar.points[list(_INNER_LIPS), :2]
+        self._lids = [
+            _Eyelid.build(self._avatar, rows, upper)
+            for upper in (lm.RIGHT_EYE_UPPER, lm.LEFT_EYE_UPPER)
+        ]
 
     def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
         if self._avatar is None:
@@ -103,6 +110,10 @@ class MeshwarpRenderer(Renderer):
             weights, avatar.displacements[:, self._inner_rows], axes=(0, 0)
         )
         self._draw_mouth(frame, inner, avatar.scale)
+        open_weights = weights.copy()
+        open_weights[_LID_CONTROLS] = 0.0
+        for lid in self._lids:
+            lid.draw(frame, avatar, open_weights, weights)
         return frame
 
     def _draw_mouth(self, frame: np.ndarray, inner: np.ndarray, scale: float) -> None:
@@ -137,4 +148,59 @@ class MeshwarpRenderer(Renderer):
         # Teeth catch the light at the top and fall into shadow towards their edge.
         rows = np.linspace(1.0, 0.8, patch.shape[0], dtype=np.float32)[:, None, None]
         patch = patch * (1 - teeth_a * 0.85) + _TEETH * rows * teeth_a * 0.85
+        frame[y0:y1, x0:x1, :3] = np.clip(patch, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class _Eyelid:
+    """Paints a lowered upper eyelid. A smooth warp cannot squeeze an eye shut (it would have
+    to fold the picture), so the lid is drawn: skin from just above the eye fills the band the
+    lid has come down over, with a lash line along its edge."""
+
+    rows: np.ndarray
+    rest: np.ndarray
+    skin: np.ndarray
+
+    @classmethod
+    def build(cls, avatar: MeshwarpAvatar, rows: dict[int, int], upper: tuple[int, ...]) -> _Eyelid:
+        points = avatar.points[list(upper), :2]
+        width = float(np.ptp(points[:, 0]))
+        above = np.round(points - [0.0, 0.22 * width]).astype(int)
+        h, w = avatar.image.shape[:2]
+        ys, xs = np.clip(above[:, 1], 0, h - 1), np.clip(above[:, 0], 0, w - 1)
+        skin = np.median(avatar.image[ys, xs, :3].astype(np.float32), axis=0)
+        return cls(np.array([rows[i] for i in upper]), points, skin)
+
+    def draw(
+        self,
+        frame: np.ndarray,
+        avatar: MeshwarpAvatar,
+        open_weights: np.ndarray,
+        weights: np.ndarray,
+    ) -> None:
+        moves = avatar.displacements[:, self.rows]
+        top = self.rest + np.tensordot(open_weights, moves, axes=(0, 0))
+        edge = self.rest + np.tensordot(weights, moves, axes=(0, 0))
+        drop = float(np.max(edge[:, 1] - top[:, 1]))
+        if drop < 1.0:
+            return  # the lid is where the picture already shows it
+        x0, y0 = np.floor(np.minimum(top, edge).min(axis=0)).astype(int) - 3
+        x1, y1 = np.ceil(np.maximum(top, edge).max(axis=0)).astype(int) + 4
+        x0, y0 = max(x0, 0), max(y0, 0)
+        patch = frame[y0:y1, x0:x1, :3].astype(np.float32)
+        offset = np.array([x0, y0], dtype=np.float32)
+        band = np.vstack([top - [0.0, 1.0], edge[::-1]])
+        lid = np.zeros(patch.shape[:2], dtype=np.uint8)
+        cv2.fillPoly(lid, [np.round((band - offset) * 4).astype(np.int32)], 255,
+                     lineType=cv2.LINE_AA, shift=2)  # fmt: skip
+        lashes = np.zeros_like(lid)
+        cv2.polylines(lashes, [np.round((edge - offset) * 4).astype(np.int32)], False, 255,
+                      thickness=2, lineType=cv2.LINE_AA, shift=2)  # fmt: skip
+        strength = min(1.0, (drop - 1.0) / 2.0)
+        lid_a = cv2.GaussianBlur(lid, (0, 0), 0.8).astype(np.float32)[..., None] / 255 * strength
+        lash_a = lashes.astype(np.float32)[..., None] / 255 * 0.8 * strength
+        # Keep the picture's own shading: tint it toward the skin rather than paint flat.
+        skin = 0.75 * self.skin + 0.25 * patch
+        patch = patch * (1 - lid_a) + skin * lid_a
+        patch = patch * (1 - lash_a) + _LASHES * lash_a
         frame[y0:y1, x0:x1, :3] = np.clip(patch, 0, 255).astype(np.uint8)
