@@ -4,6 +4,8 @@ Uses `renderers`; knows nothing about HTTP or the agent. See generator.py for ho
 planned, rendered off the event loop and emitted, and publisher.py for how they reach a room.
 """
 
+from .backgrounds import Background, BackgroundLibrary, default_backgrounds_dir, parse_background
+from .compositor import Compositor
 from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator, RuntimeOptions
 from .launch import start_avatar
 from .publisher import STATS_ATTRIBUTE, AvatarPublisher
@@ -19,11 +21,16 @@ __all__ = [
     "AvatarPublisher",
     "AvatarState",
     "AvatarVideoGenerator",
+    "Background",
+    "BackgroundLibrary",
+    "Compositor",
     "FrameTimeline",
     "RuntimeOptions",
     "RuntimeStats",
     "SampleBuffer",
     "SpeechQueue",
     "SpeechWindow",
+    "default_backgrounds_dir",
+    "parse_background",
     "start_avatar",
 ]

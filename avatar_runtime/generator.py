@@ -13,6 +13,10 @@ How a frame is made:
 - *Emitting* hands frame n out when the consumer asks for it. If its render is not ready by the
   frame's deadline on a steady 1/fps clock, the latest finished picture is repeated and counted,
   so a slow renderer costs picture freshness, never audio timing.
+- *Compositing* (optional) puts the picture over the current background as it is emitted, on a
+  thread of its own, so a background change shows on the very next frame out even though
+  speech is rendered ahead. Plans keep the renderer's own pictures, so a repeated picture is
+  composited again over whatever background is current.
 
 Idle frames carry silent audio by default, so the published audio never stops. That keeps the
 audio and video queues of `rtc.AVSynchronizer` equally full at all times, which is what keeps
@@ -35,6 +39,7 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from renderers import Expression, FrameRequest, Renderer
 
+from .compositor import Compositor
 from .speech import SpeechQueue, SpeechWindow
 from .stats import RuntimeStats
 from .timeline import FrameTimeline
@@ -83,7 +88,13 @@ class AvatarVideoGenerator(VideoGenerator):
         options: RuntimeOptions | None = None,
         *,
         expression: Callable[[], Expression] | None = None,
+        background: Callable[[], str] | None = None,
+        compositor: Compositor | None = None,
     ) -> None:
+        """`expression` returns the current Expression, read as each frame is planned;
+        `background` the current background spec (avatar_runtime.backgrounds), read as each
+        frame is emitted, which `compositor` puts behind the picture. Without a compositor
+        pictures go out as the renderer drew them."""
         self.options = options or RuntimeOptions()
         self._renderer = renderer
         caps = renderer.capabilities
@@ -101,6 +112,14 @@ class AvatarVideoGenerator(VideoGenerator):
         # A callable returning the current Expression, so emotion changes reach the next frame.
         self._expression = expression or (lambda: Expression())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render")
+        self._compositor = compositor
+        self._background = background or (lambda: "original")
+        self._composite_executor: ThreadPoolExecutor | None = None
+        if compositor is not None:
+            self._composite_executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="avatar-composite"
+            )
+        self._composite_failing = False
 
         self._plans: deque[_Plan] = deque()  # planned and not yet emitted, in frame order
         self._next_index = 0
@@ -155,6 +174,8 @@ class AvatarVideoGenerator(VideoGenerator):
         # Close the renderer on its own thread, after any render still running there.
         self._executor.submit(self._renderer.close)
         self._executor.shutdown(wait=False)
+        if self._composite_executor is not None:
+            self._composite_executor.shutdown(wait=False)
 
     # -- emitting ----------------------------------------------------------------------------
 
@@ -169,11 +190,15 @@ class AvatarVideoGenerator(VideoGenerator):
             plan = self._plans[0] if self._plans else self._plan_next(allow_idle=True)
             assert plan is not None
             pixels = await self._picture_for(plan)
+            if plan.discarded:
+                continue  # cleared while we waited for its picture: plan this frame again
             if self._plans and self._plans[0] is plan:
                 self._plans.popleft()
             plan.emitted = True
             self._emitted = plan.index
             self._count(plan)
+            if self._compositor is not None:
+                pixels = await self._composite(pixels)
             video = rtc.VideoFrame(
                 self.options.width,
                 self.options.height,
@@ -226,6 +251,33 @@ class AvatarVideoGenerator(VideoGenerator):
             # The renderer failed on the very first frame: show black rather than nothing.
             self._latest_pixels = self._black()
         return self._latest_pixels
+
+    async def _composite(self, pixels: np.ndarray) -> np.ndarray:
+        """The picture over the current background. `original` stays on the event loop (it
+        only makes the alpha opaque); the rest runs on the compositing thread. A failure is
+        logged once and the frame goes out as the renderer drew it."""
+        compositor = self._compositor
+        assert compositor is not None and self._composite_executor is not None
+        if self._closed:
+            return pixels
+        try:
+            background = compositor.resolve(self._background())
+            if background.is_original:
+                result = compositor.apply(pixels, background)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(
+                    self._composite_executor, compositor.apply, pixels, background
+                )
+        except Exception:
+            if not self._composite_failing:
+                logger.exception("background compositing failed; sending frames without it")
+                self._composite_failing = True
+            return pixels
+        if self._composite_failing:
+            logger.info("background compositing works again")
+            self._composite_failing = False
+        return result
 
     def _audio_for(self, plan: _Plan) -> rtc.AudioFrame | None:
         rate = self.options.audio_sample_rate

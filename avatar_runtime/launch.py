@@ -14,6 +14,8 @@ from livekit.agents.voice.avatar import AudioReceiver
 
 import renderers
 
+from .backgrounds import BackgroundLibrary
+from .compositor import Compositor
 from .generator import AvatarVideoGenerator, RuntimeOptions
 from .publisher import AvatarPublisher
 from .state import AvatarState
@@ -27,15 +29,33 @@ async def start_avatar(
     source: Path | None,
     options: RuntimeOptions,
     state: AvatarState | None = None,
+    library: BackgroundLibrary | None = None,
 ) -> AvatarPublisher:
     """Load the renderer (off the event loop: it may read files or build models) and start
-    publishing idle frames at once; speech follows as the receiver delivers it."""
+    publishing idle frames at once; speech follows as the receiver delivers it.
+
+    `state.background` is shown behind the avatar from the next frame on whenever it changes;
+    image backgrounds come from `library` (default: the one in `default_backgrounds_dir()`,
+    shared with whichever process registers the images)."""
     state = state or AvatarState()
+    library = library if library is not None else BackgroundLibrary()
     renderer = renderers.create(
         renderer_name, renderers.VideoFormat(options.width, options.height, options.fps)
     )
     await asyncio.to_thread(renderer.load, source)
-    generator = AvatarVideoGenerator(renderer, options, expression=state.expression)
+    compositor = Compositor(
+        options.width,
+        options.height,
+        library,
+        mask_from_alpha=renderer.capabilities.alpha_is_person_mask,
+    )
+    generator = AvatarVideoGenerator(
+        renderer,
+        options,
+        expression=state.expression,
+        background=lambda: state.background,
+        compositor=compositor,
+    )
     publisher = AvatarPublisher(room, audio_recv=audio_recv, video_gen=generator)
     await publisher.start()
     return publisher

@@ -12,7 +12,6 @@ It plays the role of livekit-agents' `AvatarRunner` (same AudioReceiver contract
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Coroutine
@@ -26,6 +25,7 @@ from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator
 logger = logging.getLogger("avatar_runtime")
 
 STATS_ATTRIBUTE = "avatar.stats"
+_CLOSE_TIMEOUT_S = 5.0
 AUDIO_TRACK_NAME = "avatar_audio"
 VIDEO_TRACK_NAME = "avatar_video"
 
@@ -82,11 +82,14 @@ class AvatarPublisher:
     async def aclose(self) -> None:
         if self._pending_finish is not None:
             self._pending_finish[0].cancel()
-        for task in [*self._main_tasks, *self._tasks]:
+        tasks = [*self._main_tasks, *self._tasks]
+        for task in tasks:
             task.cancel()
-        for task in [*self._main_tasks, *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a job that cannot shut down would hold its process and room forever.
+            _, stuck = await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
+            if stuck:
+                logger.warning("avatar tasks did not stop: %s", [t.get_name() for t in stuck])
         await self._audio_recv.aclose()
         await self._video_gen.aclose()
         await self._av_sync.aclose()

@@ -65,8 +65,9 @@ async def avatar(livekit_server: LiveKitServer):
     try:
         yield audio, Recorder(audio), publisher
     finally:
-        await publisher.aclose()
-        await room.disconnect()
+        # Bounded, so a stuck shutdown fails here instead of hanging the session.
+        await asyncio.wait_for(publisher.aclose(), 15)
+        await asyncio.wait_for(room.disconnect(), 15)
 
 
 async def test_an_utterance_reports_started_once_and_finished_after_it_has_played(avatar) -> None:

@@ -305,3 +305,21 @@ async def test_testcard_stamps_carry_the_exact_speech_position(tts_rate: int) ->
     assert [s.frame_index for s in stamps] == list(range(len(stamps)))
     loudest = max(speech_stamps, key=lambda s: s.level)
     assert loudest.speech_position == timeline.boundary(15)  # the burst at 0.5 s
+
+
+async def test_a_frame_cleared_while_its_render_is_awaited_is_not_sent() -> None:
+    # A render slow enough that the emitter is waiting for it when the interruption lands.
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS), delay_s=0.2)
+    renderer.capabilities = RendererCapabilities(sample_rate=16000, batch_size=1)
+    generator = AvatarVideoGenerator(renderer, unpaced())
+    for frame in frames_of(tone_burst_audio(1.0, [])):
+        await generator.push_audio(frame)
+    it = generator.__aiter__()
+    pending = asyncio.ensure_future(it.__anext__())
+    await asyncio.sleep(0.05)  # the emitter now waits for the first speech frame's picture
+    generator.clear_buffer()
+    first = await pending
+    items = [first] + [await it.__anext__() for _ in range(5)]
+    await generator.aclose()
+    audio = [i for i in items if isinstance(i, rtc.AudioFrame)]
+    assert audio and all((a.userdata or {}).get(IDLE_AUDIO_KEY) for a in audio)
