@@ -14,12 +14,14 @@ from .rig import CONTROLS, INDEX
 EMOTION_POSES: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"smile": 1.0, "squint": 0.35, "brow_raise": 0.15, "lips_part": 0.1},
-    "sad": {"frown": 0.9, "brow_inner_up": 1.0, "squint": 0.1, "head_y": 1.5, "gaze_y": 0.4},
-    "concerned": {"brow_inner_up": 0.7, "brow_lower": 0.5, "frown": 0.35},
+    # A smiling portrait keeps some of its smile unless the corners are pulled well down.
+    "sad": {"frown": 1.5, "brow_inner_up": 1.2, "squint": 0.15, "head_y": 1.5, "gaze_y": 0.5,
+            "mouth_round": 0.15},
+    "concerned": {"brow_inner_up": 1.0, "brow_lower": 0.5, "frown": 0.7},
     "surprised": {"brow_raise": 1.0, "eye_wide": 0.9, "jaw_open": 0.25, "lips_part": 0.3},
-    "angry": {"brow_lower": 1.0, "frown": 0.6, "squint": 0.45, "mouth_wide": 0.2},
-    "reassuring": {"smile": 0.55, "brow_inner_up": 0.35, "squint": 0.15, "head_roll": 2.0},
-}
+    "angry": {"brow_lower": 1.3, "frown": 1.1, "squint": 0.5, "mouth_wide": 0.2},
+    "reassuring": {"smile": 0.6, "brow_inner_up": 0.45, "squint": 0.2, "head_roll": 2.0},
+}  # fmt: skip
 TRANSITION_S = 0.3
 """An emotion change is 95 % done after this long."""
 

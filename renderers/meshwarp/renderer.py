@@ -19,7 +19,7 @@ from .mouth import MouthShape, MouthTrack
 from .rig import INDEX
 
 _CAVITY = np.array([52, 20, 24], dtype=np.float32)  # the dark inside of the mouth
-_TEETH = np.array([214, 206, 192], dtype=np.float32)
+_TEETH = np.array([236, 230, 218], dtype=np.float32)
 _INNER_LIPS = lm.UPPER_LIP_INNER + tuple(reversed(lm.LOWER_LIP_INNER))[1:-1]
 _LID_CONTROLS = [INDEX[c] for c in ("blink_right", "blink_left", "squint", "eye_wide")]
 _LASHES = np.array([45, 32, 30], dtype=np.float32)
@@ -146,8 +146,8 @@ class MeshwarpRenderer(Renderer):
         inside = _CAVITY * (1.15 - 0.4 * shade)
         patch = patch * (1 - cavity_a) + inside * cavity_a
         # Teeth catch the light at the top and fall into shadow towards their edge.
-        rows = np.linspace(1.0, 0.8, patch.shape[0], dtype=np.float32)[:, None, None]
-        patch = patch * (1 - teeth_a * 0.85) + _TEETH * rows * teeth_a * 0.85
+        rows = np.linspace(1.0, 0.86, patch.shape[0], dtype=np.float32)[:, None, None]
+        patch = patch * (1 - teeth_a * 0.95) + _TEETH * rows * teeth_a * 0.95
         frame[y0:y1, x0:x1, :3] = np.clip(patch, 0, 255).astype(np.uint8)
 
 
@@ -165,10 +165,13 @@ class _Eyelid:
     def build(cls, avatar: MeshwarpAvatar, rows: dict[int, int], upper: tuple[int, ...]) -> _Eyelid:
         points = avatar.points[list(upper), :2]
         width = float(np.ptp(points[:, 0]))
-        above = np.round(points - [0.0, 0.22 * width]).astype(int)
         h, w = avatar.image.shape[:2]
-        ys, xs = np.clip(above[:, 1], 0, h - 1), np.clip(above[:, 0], 0, w - 1)
-        skin = np.median(avatar.image[ys, xs, :3].astype(np.float32), axis=0)
+        # The lid's skin: a band just above the eye, its lighter side (brow hairs and the
+        # crease's shadow sit on the darker side).
+        above = np.vstack([points - [0.0, f * width] for f in (0.12, 0.17, 0.22, 0.27)])
+        ys = np.clip(np.round(above[:, 1]).astype(int), 0, h - 1)
+        xs = np.clip(np.round(above[:, 0]).astype(int), 0, w - 1)
+        skin = np.percentile(avatar.image[ys, xs, :3].astype(np.float32), 70, axis=0)
         return cls(np.array([rows[i] for i in upper]), points, skin)
 
     def draw(
@@ -195,10 +198,10 @@ class _Eyelid:
                      lineType=cv2.LINE_AA, shift=2)  # fmt: skip
         lashes = np.zeros_like(lid)
         cv2.polylines(lashes, [np.round((edge - offset) * 4).astype(np.int32)], False, 255,
-                      thickness=2, lineType=cv2.LINE_AA, shift=2)  # fmt: skip
+                      thickness=1, lineType=cv2.LINE_AA, shift=2)  # fmt: skip
         strength = min(1.0, (drop - 1.0) / 2.0)
         lid_a = cv2.GaussianBlur(lid, (0, 0), 0.8).astype(np.float32)[..., None] / 255 * strength
-        lash_a = lashes.astype(np.float32)[..., None] / 255 * 0.8 * strength
+        lash_a = lashes.astype(np.float32)[..., None] / 255 * 0.7 * strength
         # Keep the picture's own shading: tint it toward the skin rather than paint flat.
         skin = 0.75 * self.skin + 0.25 * patch
         patch = patch * (1 - lid_a) + skin * lid_a
