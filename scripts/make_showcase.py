@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import math
 import sys
 import time
@@ -177,12 +178,26 @@ def background_tiles(picture: np.ndarray) -> list[tuple[str, np.ndarray]]:
         print(f"no backgrounds on the sheet: {error}")
         return []
     try:
+        import tempfile
+
+        from avatar_runtime.backgrounds import BackgroundLibrary
+
+        # A registered image, as the control API would store one: a soft two-tone "office".
+        library = BackgroundLibrary(Path(tempfile.mkdtemp(prefix="showcase-bg-")))
+        y = np.linspace(0, 1, SIZE)[:, None, None]
+        x = np.linspace(0, 1, SIZE)[None, :, None]
+        wall = (1 - y) * np.array([214, 222, 228]) + y * np.array([150, 168, 180])
+        window = ((x > 0.62) & (x < 0.92) & (y < 0.55)) * np.array([40, 30, 10])
+        office = np.clip(wall + window + 0 * x, 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(office).save(buffer, format="PNG")
+        library.register("medical_office", buffer.getvalue())
         tiles = []
-        for spec, label in BACKGROUNDS:
-            compositor = Compositor(SIZE, SIZE, None, mask_from_alpha=True)
+        for spec, label in [*BACKGROUNDS, ("medical_office", "image medical_office")]:
+            compositor = Compositor(SIZE, SIZE, library, mask_from_alpha=True)
             # a few frames, so the compositor's mask smoothing has settled
             for _ in range(3):
-                out = compositor.apply(picture, parse_background(spec))
+                out = compositor.apply(picture, parse_background(spec, library))
             tiles.append((f"background: {label}", out))
         return tiles
     except (AttributeError, TypeError, ValueError) as error:

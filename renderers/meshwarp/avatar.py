@@ -24,7 +24,7 @@ from .rig import INDEX, Region, control_displacements, face_scale, warp_fields, 
 
 logger = logging.getLogger("renderers.meshwarp")
 
-RIG_VERSION = 2  # bump when the rig or framing changes, so old caches are rebuilt
+RIG_VERSION = 3  # bump when the rig or framing changes, so old caches are rebuilt
 DEFAULT_PORTRAIT = Path(__file__).resolve().parents[2] / "assets" / "portraits" / "astronaut.jpg"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi"}
 FACE_HEIGHT = 0.40  # of the frame height, forehead to chin

@@ -1,9 +1,10 @@
 """The face rig: how each control moves the landmarks, and the dense warp field it implies.
 
 Every control (jaw open, smile, blink, ...) is a displacement of the control landmarks at
-weight 1, sized relative to the face. A thin-plate spline spreads each displacement smoothly
-over the region around the face, with the region's border pinned, so a frame's whole warp is
-just a weighted sum of precomputed fields: cheap enough for hundreds of frames per second.
+weight 1, sized relative to the face. A triangulated warp mesh over those landmarks (and pinned
+points on the region's border) spreads each displacement over the region around the face, so a
+frame's whole warp is a weighted sum of precomputed fields: cheap enough for hundreds of frames
+per second.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ CONTROLS = (
     "head_roll",
 )
 INDEX = {name: i for i, name in enumerate(CONTROLS)}
-_GRID_STEP = 4  # the spline is evaluated every 4 px and upsampled: it is smooth anyway
 
 
 @dataclass(frozen=True)
@@ -178,53 +178,70 @@ def control_displacements(points: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _tps_kernel(r2: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = 0.5 * r2 * np.log(r2)
-    return np.nan_to_num(k)
+def triangulate(vertices: np.ndarray, region: Region) -> np.ndarray:
+    """Delaunay triangles (T x 3 vertex indices) over the control landmarks and the pinned
+    points along the region's border: the warp mesh."""
+    subdiv = cv2.Subdiv2D((region.x0 - 1, region.y0 - 1, region.width + 2, region.height + 2))
+    for x, y in vertices:
+        subdiv.insert((float(x), float(y)))
+    corners = subdiv.getTriangleList().reshape(-1, 3, 2)
+    # Map each corner back to its vertex (Subdiv2D returns coordinates, not indices).
+    distance = np.linalg.norm(corners[:, :, None, :] - vertices[None, None, :, :], axis=-1)
+    triangles = distance.argmin(axis=-1)
+    inside = (distance.min(axis=-1) < 0.5).all(axis=1)  # drop the virtual outer triangles
+    triangles = triangles[inside]
+    return triangles[np.array([len(set(t)) == 3 for t in triangles], dtype=bool)]
 
 
-def warp_fields(points: np.ndarray, region: Region, smoothing: float = 1.0) -> np.ndarray:
+def warp_fields(
+    points: np.ndarray, region: Region, smoothing_px: float | None = None
+) -> np.ndarray:
     """(len(CONTROLS), region.height, region.width, 2) float32 displacement fields.
 
-    A thin-plate spline per control through the control points, with points along the
-    region's border held still so the warp fades out before the region's edge.
+    Each control's landmark displacements are spread over the region by the triangulated warp
+    mesh (linear inside each triangle; the border points are held still so the warp fades out
+    before the region's edge), then smoothed so no triangle edge shows as a crease.
     """
     controls_xy = points[list(lm.CONTROL_POINTS), :2].astype(np.float64)
-    border = _border_points(region)
-    centres = np.vstack([controls_xy, border])
-    n = len(centres)
-    values = np.zeros((len(CONTROLS), n, 2))
+    vertices = np.vstack([controls_xy, _border_points(region)])
+    values = np.zeros((len(CONTROLS), len(vertices), 2), dtype=np.float32)
     values[:, : len(controls_xy)] = control_displacements(points)
+    triangles = triangulate(vertices, region)
 
-    # Solve [K + λI, P; Pᵀ, 0] [w; a] = [v; 0] for all controls and both axes at once.
-    scale = max(region.width, region.height)
-    c = centres / scale
-    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-    system = np.zeros((n + 3, n + 3))
-    system[:n, :n] = _tps_kernel(d2) + smoothing * 1e-3 * np.eye(n)
-    poly = np.hstack([np.ones((n, 1)), c])
-    system[:n, n:] = poly
-    system[n:, :n] = poly.T
-    rhs = np.zeros((n + 3, len(CONTROLS) * 2))
-    rhs[:n] = values.transpose(1, 0, 2).reshape(n, -1)
-    coeffs = np.linalg.solve(system, rhs)
+    # Which triangle covers each pixel, and the pixel's barycentric weights in it.
+    owner = np.full((region.height, region.width), -1, dtype=np.int32)
+    local = vertices - [region.x0, region.y0]
+    for t, tri in enumerate(triangles):
+        cv2.fillConvexPoly(owner, np.round(local[tri]).astype(np.int32), t)
+    owner = _fill_gaps(owner)
+    corners = local[triangles]  # (T, 3, 2)
+    basis = np.concatenate([corners, np.ones((len(triangles), 3, 1))], axis=2)  # rows [x y 1]
+    inverse = np.linalg.pinv(basis.transpose(0, 2, 1))  # maps [x y 1] to barycentric weights
+    gy, gx = np.mgrid[0 : region.height, 0 : region.width]
+    pixel = np.stack([gx, gy, np.ones_like(gx)], axis=-1).astype(np.float64)
+    weights = np.einsum("hwij,hwj->hwi", inverse[owner], pixel).astype(np.float32)
 
-    gy, gx = np.mgrid[region.y0 : region.y1 : _GRID_STEP, region.x0 : region.x1 : _GRID_STEP]
-    grid = np.stack([gx.ravel(), gy.ravel()], axis=1) / scale
-    g2 = ((grid[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-    basis = np.hstack([_tps_kernel(g2), np.ones((len(grid), 1)), grid])
-    coarse = (basis @ coeffs).reshape(gy.shape[0], gy.shape[1], len(CONTROLS), 2)
-
+    sigma = smoothing_px if smoothing_px is not None else 0.012 * max(region.width, region.height)
     fields = np.empty((len(CONTROLS), region.height, region.width, 2), dtype=np.float32)
     for i in range(len(CONTROLS)):
-        for axis in range(2):
-            fields[i, :, :, axis] = cv2.resize(
-                coarse[:, :, i, axis].astype(np.float32),
-                (region.width, region.height),
-                interpolation=cv2.INTER_LINEAR,
-            )
+        per_vertex = values[i][triangles]  # (T, 3, 2)
+        field = np.einsum("hwk,hwkc->hwc", weights, per_vertex[owner])
+        fields[i] = cv2.GaussianBlur(field, (0, 0), sigma) if sigma > 0 else field
     return fields
+
+
+def _fill_gaps(owner: np.ndarray) -> np.ndarray:
+    """Give the odd pixel that rounding left uncovered the triangle of a covered neighbour."""
+    missing = owner < 0
+    if missing.any():
+        _, nearest = cv2.distanceTransformWithLabels(
+            missing.astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        )
+        covered = ~missing
+        labels_of_covered = np.zeros(nearest.max() + 1, dtype=np.int32)
+        labels_of_covered[nearest[covered]] = owner[covered]
+        owner = np.where(missing, labels_of_covered[nearest], owner)
+    return owner
 
 
 def _border_points(region: Region, spacing: float = 24.0) -> np.ndarray:
