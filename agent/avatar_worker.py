@@ -48,14 +48,17 @@ async def entrypoint(ctx: JobContext) -> None:
     agent_identity = _metadata(ctx.job.metadata)["agent_identity"]
     await ctx.connect()
 
-    publisher = await start_avatar(
+    # This participant answers the avatar's control RPCs. It has no AgentSession to stop, so
+    # `avatar.interrupt` clears its own playback (start_avatar's default), as the agent's
+    # `lk.clear_buffer` would; speech the agent is still streaming would play afterwards.
+    avatar = await start_avatar(
         ctx.room,
         DataStreamAudioReceiver(ctx.room, sender_identity=agent_identity),
         renderer_name=settings.renderer,
         source=settings.source,
         options=runtime_options(settings),
     )
-    ctx.add_shutdown_callback(publisher.aclose)
+    ctx.add_shutdown_callback(avatar.aclose)
 
     # The avatar has no reason to stay once the agent it speaks for has left.
     agent_left = asyncio.Event()

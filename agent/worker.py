@@ -70,7 +70,7 @@ async def entrypoint(ctx: JobContext) -> None:
     elif settings.avatar_mode == "remote":
         session.output.audio = await _remote_avatar_output(ctx, settings)
     else:
-        session.output.audio = await _in_process_avatar_output(ctx, settings)
+        session.output.audio = await _in_process_avatar_output(ctx, settings, session)
 
     text_input = (
         TextInputOptions()
@@ -89,22 +89,30 @@ async def entrypoint(ctx: JobContext) -> None:
     )
 
 
-async def _in_process_avatar_output(ctx: JobContext, settings: Settings) -> QueueAudioOutput:
-    """The avatar runs inside this job and publishes as the agent participant itself."""
+async def _in_process_avatar_output(
+    ctx: JobContext, settings: Settings, session: AgentSession
+) -> QueueAudioOutput:
+    """The avatar runs inside this job and publishes as the agent participant itself, which
+    also answers the avatar's control RPCs: `avatar.interrupt` interrupts the whole session
+    (speech, LLM and TTS), not only the picture."""
     audio = QueueAudioOutput(wait_playback_start=True)
-    publisher = await start_avatar(
+    avatar = await start_avatar(
         ctx.room,
         audio,
         renderer_name=settings.renderer,
         source=settings.source,
         options=runtime_options(settings),
+        on_interrupt=session.interrupt,
     )
-    ctx.add_shutdown_callback(publisher.aclose)
+    ctx.add_shutdown_callback(avatar.aclose)
     return audio
 
 
 async def _remote_avatar_output(ctx: JobContext, settings: Settings) -> DataStreamAudioOutput:
-    """Dispatch an avatar worker (possibly on a GPU machine) and stream our speech to it."""
+    """Dispatch an avatar worker (possibly on a GPU machine) and stream our speech to it.
+
+    The avatar worker answers the control RPCs; its `avatar.interrupt` stops the avatar's
+    playback only (the agent hears of it as an interrupted playback), not this session."""
     agent_identity = ctx.room.local_participant.identity
     avatar_identity = f"{agent_identity}-avatar"
     await ctx.api.agent_dispatch.create_dispatch(

@@ -4,10 +4,17 @@ Uses `renderers`; knows nothing about HTTP or the agent. See generator.py for ho
 planned, rendered off the event loop and emitted, and publisher.py for how they reach a room.
 """
 
-from .backgrounds import Background, BackgroundLibrary, default_backgrounds_dir, parse_background
+from .backgrounds import (
+    Background,
+    BackgroundLibrary,
+    default_backgrounds_dir,
+    parse_background,
+    valid_backgrounds,
+)
 from .compositor import Compositor
+from .controls import AvatarControls
 from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator, RuntimeOptions
-from .launch import start_avatar
+from .launch import RunningAvatar, start_avatar
 from .publisher import STATS_ATTRIBUTE, AvatarPublisher
 from .speech import SpeechQueue, SpeechWindow
 from .state import EMOTIONS, AvatarState
@@ -18,6 +25,7 @@ __all__ = [
     "EMOTIONS",
     "IDLE_AUDIO_KEY",
     "STATS_ATTRIBUTE",
+    "AvatarControls",
     "AvatarPublisher",
     "AvatarState",
     "AvatarVideoGenerator",
@@ -25,6 +33,7 @@ __all__ = [
     "BackgroundLibrary",
     "Compositor",
     "FrameTimeline",
+    "RunningAvatar",
     "RuntimeOptions",
     "RuntimeStats",
     "SampleBuffer",
@@ -33,4 +42,5 @@ __all__ = [
     "default_backgrounds_dir",
     "parse_background",
     "start_avatar",
+    "valid_backgrounds",
 ]

@@ -80,8 +80,18 @@ def parse_background(spec: str, library: BackgroundLibrary | None = None) -> Bac
     ids = library.ids() if library is not None else []
     if spec in ids:
         return Background("image", spec, image_id=spec)
-    valid = [ORIGINAL, BLUR, "color:#RRGGBB", *ids]
+    valid = valid_backgrounds(library, ids=ids)
     raise ValueError(f"unknown background {spec!r}; valid: {', '.join(valid)}")
+
+
+def valid_backgrounds(
+    library: BackgroundLibrary | None = None, *, ids: list[str] | None = None
+) -> list[str]:
+    """What `parse_background` accepts, as a list to show: the built-in specs, the colour
+    pattern and the library's image ids (`ids`, when the caller has just listed them)."""
+    if ids is None:
+        ids = library.ids() if library is not None else []
+    return [ORIGINAL, BLUR, "color:#RRGGBB", *ids]
 
 
 class BackgroundLibrary:

@@ -130,6 +130,7 @@ class AvatarVideoGenerator(VideoGenerator):
         self._emitted_position = 0  # speech samples (render rate) emitted so far
         self._latest_pixels: np.ndarray | None = None
         self._reset_renderer = False
+        self._clears = 0  # clear_buffer calls so far
         self._work = asyncio.Event()
         self._render_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -156,6 +157,7 @@ class AvatarVideoGenerator(VideoGenerator):
         while self._segment_ends and self._segment_ends[-1] > self._emitted:
             self._segment_ends.pop()
         self._reset_renderer = True
+        self._clears += 1
         self.stats.interruptions += 1
 
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
@@ -197,6 +199,7 @@ class AvatarVideoGenerator(VideoGenerator):
             plan.emitted = True
             self._emitted = plan.index
             self._count(plan)
+            clears = self._clears
             if self._compositor is not None:
                 pixels = await self._composite(pixels)
             video = rtc.VideoFrame(
@@ -205,8 +208,10 @@ class AvatarVideoGenerator(VideoGenerator):
                 rtc.VideoBufferType.RGBA,
                 pixels.tobytes(),
             )
-            audio = self._audio_for(plan)
             yield video
+            # Cleared while this frame was composited or its picture was being queued: its
+            # speech must not play after the interruption, so its window goes out silent.
+            audio = self._audio_for(plan, silent=self._clears != clears)
             if audio is not None:
                 yield audio
             self._plan_ahead()
@@ -238,8 +243,12 @@ class AvatarVideoGenerator(VideoGenerator):
             else:
                 timeout = deadline - time.perf_counter()
                 if timeout > 0:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                    # cancellation that lands as the render finishes, and the frame loop then
+                    # outlives its task's cancel (the publisher's close waited 5 s for it).
                     try:
-                        await asyncio.wait_for(plan.done.wait(), timeout)
+                        async with asyncio.timeout(timeout):
+                            await plan.done.wait()
                     except TimeoutError:
                         pass
         if plan.pixels is not None:
@@ -279,11 +288,15 @@ class AvatarVideoGenerator(VideoGenerator):
             self._composite_failing = False
         return result
 
-    def _audio_for(self, plan: _Plan) -> rtc.AudioFrame | None:
+    def _audio_for(self, plan: _Plan, *, silent: bool = False) -> rtc.AudioFrame | None:
         rate = self.options.audio_sample_rate
         if plan.speech is not None:
             samples = plan.speech.out_audio
-            return rtc.AudioFrame(samples.tobytes(), rate, 1, samples.size)
+            if not silent:
+                return rtc.AudioFrame(samples.tobytes(), rate, 1, samples.size)
+            return rtc.AudioFrame(
+                bytes(2 * samples.size), rate, 1, samples.size, userdata={IDLE_AUDIO_KEY: True}
+            )
         if not self.options.idle_audio:
             return None
         lo, hi = self._idle_timeline.window(plan.index)

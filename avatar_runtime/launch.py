@@ -1,12 +1,14 @@
 """Start an avatar in a room: renderer, generator and publisher wired together.
 
 Used both in-process (inside the agent's job) and by the separately dispatched avatar worker;
-the only difference between the two is where the AudioReceiver gets its audio from.
+the only difference between the two is where the AudioReceiver gets its audio from, and what
+`avatar.interrupt` stops (the agent's session in-process, the avatar's own playback remotely).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 from livekit import rtc
@@ -16,9 +18,23 @@ import renderers
 
 from .backgrounds import BackgroundLibrary
 from .compositor import Compositor
+from .controls import AvatarControls, InterruptHandler
 from .generator import AvatarVideoGenerator, RuntimeOptions
 from .publisher import AvatarPublisher
 from .state import AvatarState
+
+
+@dataclass
+class RunningAvatar:
+    """What `start_avatar` started; `aclose()` stops all of it."""
+
+    publisher: AvatarPublisher
+    controls: AvatarControls
+    state: AvatarState
+
+    async def aclose(self) -> None:
+        self.controls.unregister()
+        await self.publisher.aclose()
 
 
 async def start_avatar(
@@ -30,13 +46,19 @@ async def start_avatar(
     options: RuntimeOptions,
     state: AvatarState | None = None,
     library: BackgroundLibrary | None = None,
-) -> AvatarPublisher:
+    on_interrupt: InterruptHandler | None = None,
+) -> RunningAvatar:
     """Load the renderer (off the event loop: it may read files or build models) and start
     publishing idle frames at once; speech follows as the receiver delivers it.
 
     `state.background` is shown behind the avatar from the next frame on whenever it changes;
     image backgrounds come from `library` (default: the one in `default_backgrounds_dir()`,
-    shared with whichever process registers the images)."""
+    shared with whichever process registers the images).
+
+    The room's local participant answers the control RPCs (avatar_runtime.controls) and
+    carries the state attributes. `avatar.interrupt` calls `on_interrupt` (in-process: the
+    AgentSession's `interrupt`), by default the publisher's own `interrupt`, which stops the
+    playback at once as the agent's `clear_buffer` would."""
     state = state or AvatarState()
     library = library if library is not None else BackgroundLibrary()
     renderer = renderers.create(
@@ -58,4 +80,12 @@ async def start_avatar(
     )
     publisher = AvatarPublisher(room, audio_recv=audio_recv, video_gen=generator)
     await publisher.start()
-    return publisher
+    controls = AvatarControls(
+        room,
+        state,
+        library,
+        on_interrupt if on_interrupt is not None else publisher.interrupt,
+        publisher=publisher,
+    )
+    controls.register()
+    return RunningAvatar(publisher, controls, state)

@@ -7,6 +7,9 @@ It plays the role of livekit-agents' `AvatarRunner` (same AudioReceiver contract
   of finishing ~100 ms of queued speech;
 - "playback finished" is reported when the last audio has actually been played, not when it
   was queued, and the runtime's counters are published as a participant attribute.
+
+`speaking` follows the same playback (true from an utterance's first speech audio until its last
+audio has played or it was interrupted); speaking listeners hear every change of it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from livekit import rtc
@@ -60,12 +63,34 @@ class AvatarPublisher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._main_tasks: list[asyncio.Task[None]] = []
         self._pending_finish: tuple[asyncio.TimerHandle, float] | None = None
+        self._clears = 0
+        self._speaking = False
+        self._speaking_listeners: list[Callable[[bool], None]] = []
         self.audio_publication: rtc.LocalTrackPublication | None = None
         self.video_publication: rtc.LocalTrackPublication | None = None
 
     @property
     def av_sync(self) -> rtc.AVSynchronizer:
         return self._av_sync
+
+    @property
+    def speaking(self) -> bool:
+        """True from an utterance's first speech audio until its last audio has been played
+        (or it was interrupted); back-to-back utterances keep it true."""
+        return self._speaking
+
+    def add_speaking_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(speaking)` on the event loop whenever `speaking` changes."""
+        self._speaking_listeners.append(listener)
+
+    def remove_speaking_listener(self, listener: Callable[[bool], None]) -> None:
+        if listener in self._speaking_listeners:
+            self._speaking_listeners.remove(listener)
+
+    def interrupt(self) -> None:
+        """Stop speaking at once, exactly as a `clear_buffer` from the agent would: queued
+        speech is dropped and the agent is told the playback was interrupted."""
+        self._on_clear_buffer()
 
     async def start(self) -> None:
         await self._audio_recv.start()
@@ -137,9 +162,12 @@ class AvatarPublisher:
                 if self.video_publication is None:
                     # Publish only once the first picture exists: no empty track on the page.
                     await self._publish_tracks()
+                clears = self._clears
                 await self._av_sync.push(item)
-                if isinstance(item, rtc.AudioFrame) and not (item.userdata or {}).get(
-                    IDLE_AUDIO_KEY
+                if (
+                    isinstance(item, rtc.AudioFrame)
+                    and not (item.userdata or {}).get(IDLE_AUDIO_KEY)
+                    and clears == self._clears  # not interrupted while it was being queued
                 ):
                     self._on_speech_audio(item)
         except Exception:
@@ -151,6 +179,7 @@ class AvatarPublisher:
             self._playing = True
             self._position = 0.0
             self._notify(self._audio_recv.notify_playback_started())
+            self._update_speaking()
         self._position += frame.duration
 
     def _on_segment_end(self) -> None:
@@ -176,14 +205,17 @@ class AvatarPublisher:
                 playback_position=position, interrupted=interrupted
             )
         )
+        self._update_speaking()
 
     def _on_clear_buffer(self) -> None:
+        self._clears += 1
         self._video_gen.clear_buffer()
         # An utterance fully queued but not yet played out was cut short too.
         self._report_pending_finish(interrupted=True)
         playing, position = self._playing, self._position
         self._playing = False
         self._position = 0.0
+        self._update_speaking()
 
         async def clear() -> None:
             await self._av_sync.clear_queue()
@@ -197,6 +229,18 @@ class AvatarPublisher:
         self._spawn(clear())
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _update_speaking(self) -> None:
+        speaking = self._playing or self._pending_finish is not None
+        if speaking == self._speaking:
+            return
+        self._speaking = speaking
+        for listener in list(self._speaking_listeners):
+            try:
+                listener(speaking)
+            except Exception:
+                # A listener must not stop the frames: this runs inside the forwarding loop.
+                logger.exception("avatar speaking listener failed")
 
     async def _publish_stats(self) -> None:
         while True:

@@ -7,6 +7,7 @@ participant (a separately dispatched avatar worker publishing on the agent's beh
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 from livekit import rtc
 
+from avatar_runtime import controls
 from bench.observer import PUBLISH_ON_BEHALF, RoomObserver, observer_token, picture_change
 from tests.livekit_server import LiveKitServer
 from tests.worker_process import running_worker
@@ -108,6 +110,15 @@ async def test_avatar_video_and_audio_arrive_at_configured_size_and_rate(
     else:
         assert PUBLISH_ON_BEHALF not in publisher.attributes
 
+    # The publisher is also who answers the avatar's controls and carries its state.
+    state = await call_avatar(observer, controls.SET_EMOTION, {"emotion": "happy"})
+    assert state["emotion"] == "happy" and state["intensity"] == 0.7
+    await observer.wait_for(
+        lambda: avatar_attribute(observer, controls.EMOTION_ATTRIBUTE) == "happy",
+        2,
+        "the emotion attribute",
+    )
+
 
 async def test_chat_text_speaks_moves_the_picture_and_stays_in_sync(
     observer: RoomObserver,
@@ -150,3 +161,57 @@ async def test_second_message_interrupts_and_the_next_turn_still_works(
     await observer.say("The next turn works.")
     await observer.wait_until_spoken(first + 2)
     assert len(observer.segment_frames(first + 2)) > 20
+
+
+@pytest.fixture
+def inprocess_only(deployment: Deployment) -> None:
+    """Skips before `observer` joins a room (list it first): on two CPU cores a fourth room
+    per mode is one too many while the earlier ones linger."""
+    if deployment.mode != "inprocess":
+        pytest.skip("in-process mode only")
+
+
+async def test_interrupt_rpc_interrupts_the_agent_session(
+    inprocess_only: None, observer: RoomObserver
+) -> None:
+    """In-process, `avatar.interrupt` is the AgentSession's interrupt: the reply is cut short
+    and the next turn works. (Remote, it clears the avatar's playback: tests/test_controls.py.)"""
+    first = observer.last_segment() + 1
+    await observer.say(LONG_TEXT)
+    await observer.wait_for(
+        lambda: (
+            len(observer.segment_frames(first)) >= 30
+            and avatar_attribute(observer, controls.SPEAKING_ATTRIBUTE) == "true"
+        ),
+        60,
+        "the long reply to start",
+    )
+    state = await call_avatar(observer, controls.INTERRUPT)
+    assert state["speaking"] is False
+    await observer.wait_for(lambda: observer.idle_after_speech(), 3, "the avatar to stop")
+    assert len(observer.segment_frames(first)) < 4 * 30, "the reply was not cut short"
+    await observer.wait_for(
+        lambda: avatar_attribute(observer, controls.SPEAKING_ATTRIBUTE) == "false",
+        2,
+        "speaking to be false",
+    )
+    await observer.say("The next turn works.")
+    await observer.wait_until_spoken(first + 1)
+
+
+async def call_avatar(
+    observer: RoomObserver, method: str, payload: dict[str, object] | None = None
+) -> dict[str, object]:
+    """Call one of the avatar's control RPCs on whoever publishes its video."""
+    assert observer.video_publisher is not None
+    reply = await observer.room.local_participant.perform_rpc(
+        destination_identity=observer.video_publisher,
+        method=method,
+        payload=json.dumps(payload) if payload is not None else "",
+    )
+    return json.loads(reply)
+
+
+def avatar_attribute(observer: RoomObserver, key: str) -> str | None:
+    participant = observer.participant(observer.video_publisher)
+    return participant.attributes.get(key) if participant is not None else None

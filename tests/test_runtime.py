@@ -323,3 +323,25 @@ async def test_a_frame_cleared_while_its_render_is_awaited_is_not_sent() -> None
     await generator.aclose()
     audio = [i for i in items if isinstance(i, rtc.AudioFrame)]
     assert audio and all((a.userdata or {}).get(IDLE_AUDIO_KEY) for a in audio)
+
+
+async def test_a_frame_cleared_after_its_picture_went_out_sends_silence_not_its_speech() -> None:
+    # The consumer has taken a speech frame's picture (AVSynchronizer may hold it while its
+    # queue is full) when the interruption lands: that frame's audio must not play.
+    generator = AvatarVideoGenerator(RecordingRenderer(VideoFormat(64, 64, FPS)), unpaced())
+    for frame in frames_of(tone_burst_audio(1.0, [])):
+        await generator.push_audio(frame)
+    it = generator.__aiter__()
+    while not isinstance(await it.__anext__(), rtc.VideoFrame):
+        pass
+    speech = await it.__anext__()
+    assert isinstance(speech, rtc.AudioFrame) and not (speech.userdata or {}).get(IDLE_AUDIO_KEY)
+    assert isinstance(await it.__anext__(), rtc.VideoFrame)  # the next speech frame's picture
+
+    generator.clear_buffer()
+    audio = await it.__anext__()
+    await generator.aclose()
+    assert isinstance(audio, rtc.AudioFrame)
+    assert (audio.userdata or {}).get(IDLE_AUDIO_KEY), "speech played after clear_buffer"
+    assert audio.samples_per_channel == speech.samples_per_channel  # A/V queues stay level
+    assert not np.frombuffer(audio.data, dtype=np.int16).any()

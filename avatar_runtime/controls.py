@@ -1,0 +1,329 @@
+"""Controls for a live avatar over LiveKit RPC, and its state as participant attributes.
+
+Whoever publishes the avatar (the agent itself in-process, the avatar worker in remote mode)
+answers these RPC methods, so a control API or a front end reaches a live avatar with nothing
+but a LiveKit connection:
+
+* `avatar.set_emotion`, payload `{"emotion": str, "intensity": float in 0..1}` (intensity
+  defaults to 0.7): the expression of the next planned frame on;
+* `avatar.set_background`, payload `{"background_id": str}`: `original`, `blur`,
+  `color:#RRGGBB` or a registered image id, shown from the next emitted frame on;
+* `avatar.get_state`, no payload;
+* `avatar.interrupt`, no payload: stops the current speech (see `on_interrupt`).
+
+Every answer is the state after the call, as JSON:
+`{"emotion": str, "intensity": float, "background": str, "speaking": bool}`.
+
+Failures are `rtc.RpcError`s with the codes below; the message says what was wrong and lists
+what is valid (cut to the 256 bytes an RPC error message may carry), and `data` holds
+`{"valid": [...]}` in full where there is a list. The SDK reserves codes 1001-1999 for its own
+errors, so ours are 2000 plus the HTTP status that fits: a control API can answer
+`code - 2000`.
+
+The same state is published as participant attributes, set at `register()` and after every
+change: `avatar.emotion`, `avatar.intensity`, `avatar.background` and `avatar.speaking`
+(`"true"`/`"false"`, following the publisher's playback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from livekit import rtc
+
+from .backgrounds import BackgroundLibrary, valid_backgrounds
+from .publisher import AvatarPublisher
+from .state import EMOTIONS, AvatarState
+
+logger = logging.getLogger("avatar_runtime")
+
+SET_EMOTION = "avatar.set_emotion"
+SET_BACKGROUND = "avatar.set_background"
+GET_STATE = "avatar.get_state"
+INTERRUPT = "avatar.interrupt"
+METHODS = (SET_EMOTION, SET_BACKGROUND, GET_STATE, INTERRUPT)
+
+EMOTION_ATTRIBUTE = "avatar.emotion"
+INTENSITY_ATTRIBUTE = "avatar.intensity"
+BACKGROUND_ATTRIBUTE = "avatar.background"
+SPEAKING_ATTRIBUTE = "avatar.speaking"
+
+BAD_REQUEST = 2400
+"""The payload is not JSON, not an object, misses a field, has an unknown one or a wrong type."""
+CANNOT_INTERRUPT = 2409
+"""`on_interrupt` refused (e.g. the agent session is not running, or the speech is not
+interruptible)."""
+INVALID_VALUE = 2422
+"""Well-formed, but the emotion, intensity or background is not one that is valid."""
+INTERNAL_ERROR = 2500
+"""Anything unexpected inside a handler (logged here)."""
+NOT_SUPPORTED = 2501
+"""`avatar.interrupt` on an avatar that was given no way to interrupt."""
+
+DEFAULT_INTENSITY = 0.7
+INTERRUPT_WAIT_S = 5.0
+"""How long `avatar.interrupt` waits for `on_interrupt`'s awaitable before answering anyway."""
+_MESSAGE_BYTES = 256  # LiveKit truncates longer RPC error messages,
+_DATA_BYTES = 15360  # and longer error data
+_RETRY_S = 1.0
+_EMOTION_FIELDS = frozenset({"emotion"})
+_INTENSITY_FIELD = frozenset({"intensity"})
+_BACKGROUND_FIELDS = frozenset({"background_id"})
+
+InterruptHandler = Callable[[], Awaitable[Any] | None]
+
+
+class AvatarControls:
+    """The RPC methods and state attributes of one avatar, on `room`'s local participant.
+
+    `state` is the AvatarState the generator reads; `library` resolves background image ids.
+    `on_interrupt` stops the current speech (an AgentSession's `interrupt`, or the publisher's
+    own `interrupt`); it may return an awaitable, which is awaited up to INTERRUPT_WAIT_S.
+    Without it `avatar.interrupt` answers NOT_SUPPORTED. `publisher` supplies `speaking`
+    (False without one).
+    """
+
+    def __init__(
+        self,
+        room: rtc.Room,
+        state: AvatarState,
+        library: BackgroundLibrary | None,
+        on_interrupt: InterruptHandler | None = None,
+        *,
+        publisher: AvatarPublisher | None = None,
+    ) -> None:
+        self._room = room
+        self._state = state
+        self._library = library
+        self._on_interrupt = on_interrupt
+        self._publisher = publisher
+        self._registered = False
+        self._changed = asyncio.Event()
+        self._published: dict[str, str] = {}
+        self._attribute_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def register(self) -> None:
+        """Answer the RPC methods and publish the state attributes (now and on every change).
+        Call it on the event loop of a connected room."""
+        if self._registered:
+            return
+        local = self._room.local_participant
+        for method, handler in (
+            (SET_EMOTION, self._set_emotion),
+            (SET_BACKGROUND, self._set_background),
+            (GET_STATE, self._get_state),
+            (INTERRUPT, self._interrupt),
+        ):
+            local.register_rpc_method(method, self._guarded(method, handler))
+        if self._publisher is not None:
+            self._publisher.add_speaking_listener(self._on_speaking)
+        self._registered = True
+        self._published = {}  # publish every attribute again: another writer may have run
+        self._attribute_task = asyncio.create_task(
+            self._publish_attributes(), name="avatar-state-attributes"
+        )
+        self._changed.set()
+
+    def unregister(self) -> None:
+        """Stop answering and publishing. Safe to call twice, and after the room is gone."""
+        if not self._registered:
+            return
+        self._registered = False
+        if self._publisher is not None:
+            self._publisher.remove_speaking_listener(self._on_speaking)
+        if self._attribute_task is not None:
+            self._attribute_task.cancel()
+            self._attribute_task = None
+        try:
+            local = self._room.local_participant
+            for method in METHODS:
+                local.unregister_rpc_method(method)
+        except Exception:
+            logger.debug("could not unregister the avatar's RPC methods", exc_info=True)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state every method answers with."""
+        expression = self._state.expression()
+        return {
+            "emotion": expression.emotion,
+            "intensity": expression.intensity,
+            "background": self._state.background,
+            "speaking": self._publisher.speaking if self._publisher is not None else False,
+        }
+
+    def attributes(self) -> dict[str, str]:
+        """The state as participant attributes."""
+        state = self.snapshot()
+        return {
+            EMOTION_ATTRIBUTE: state["emotion"],
+            INTENSITY_ATTRIBUTE: str(float(state["intensity"])),
+            BACKGROUND_ATTRIBUTE: state["background"],
+            SPEAKING_ATTRIBUTE: "true" if state["speaking"] else "false",
+        }
+
+    def _answer(self) -> str:
+        self._changed.set()
+        return json.dumps(self.snapshot())
+
+    def _on_speaking(self, _speaking: bool) -> None:
+        self._changed.set()
+
+    async def _publish_attributes(self) -> None:
+        """One writer, so attributes are set in order; bursts of changes coalesce into one
+        update of the keys that differ from what was last published."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            wanted = self.attributes()
+            changed = {k: v for k, v in wanted.items() if self._published.get(k) != v}
+            if not changed:
+                continue
+            try:
+                if not self._room.isconnected():
+                    raise ConnectionError("room not connected")
+                await self._room.local_participant.set_attributes(changed)
+            except Exception:
+                logger.debug("could not publish avatar state attributes", exc_info=True)
+                await asyncio.sleep(_RETRY_S)
+                self._changed.set()
+                continue
+            self._published.update(changed)
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _guarded(
+        self, method: str, handler: Callable[[str], Awaitable[str]]
+    ) -> Callable[[rtc.RpcInvocationData], Awaitable[str]]:
+        async def handle(data: rtc.RpcInvocationData) -> str:
+            try:
+                return await handler(data.payload)
+            except rtc.RpcError:
+                raise
+            except Exception as error:
+                logger.exception("%s failed", method)
+                raise rtc.RpcError(
+                    INTERNAL_ERROR, _fit(f"{method} failed: {type(error).__name__}")
+                ) from None
+
+        return handle
+
+    async def _set_emotion(self, payload: str) -> str:
+        request = _object(payload, required=_EMOTION_FIELDS, optional=_INTENSITY_FIELD)
+        emotion = request["emotion"]
+        if not isinstance(emotion, str):
+            raise rtc.RpcError(BAD_REQUEST, "'emotion' must be a string")
+        intensity = request.get("intensity", DEFAULT_INTENSITY)
+        if isinstance(intensity, bool) or not isinstance(intensity, int | float):
+            raise rtc.RpcError(BAD_REQUEST, "'intensity' must be a number")
+        if emotion not in EMOTIONS:
+            raise _invalid(f"unknown emotion {_clip(emotion)!r}", list(EMOTIONS))
+        intensity = float(intensity)
+        if not (math.isfinite(intensity) and 0.0 <= intensity <= 1.0):
+            raise rtc.RpcError(INVALID_VALUE, "intensity must be between 0 and 1")
+        self._state.set_emotion(emotion, intensity)
+        return self._answer()
+
+    async def _set_background(self, payload: str) -> str:
+        request = _object(payload, required=_BACKGROUND_FIELDS)
+        spec = request["background_id"]
+        if not isinstance(spec, str):
+            raise rtc.RpcError(BAD_REQUEST, "'background_id' must be a string")
+        try:
+            self._state.set_background(spec, self._library)
+        except ValueError:
+            # The library is read once more to list it: a file listing, cheap next to an RPC.
+            raise _invalid(
+                f"unknown background {_clip(spec)!r}", valid_backgrounds(self._library)
+            ) from None
+        return self._answer()
+
+    async def _get_state(self, _payload: str) -> str:
+        return self._answer()
+
+    async def _interrupt(self, _payload: str) -> str:
+        if self._on_interrupt is None:
+            raise rtc.RpcError(NOT_SUPPORTED, "this avatar cannot be interrupted")
+        try:
+            result = self._on_interrupt()
+        except Exception as error:
+            raise rtc.RpcError(CANNOT_INTERRUPT, _fit(f"could not interrupt: {error}")) from None
+        if inspect.isawaitable(result):
+            future = asyncio.ensure_future(result)
+            # asyncio.wait, not wait_for: a slow interruption is left to finish, not cancelled.
+            await asyncio.wait({future}, timeout=INTERRUPT_WAIT_S)
+            if not future.done():
+                future.add_done_callback(_consume)
+            elif not future.cancelled() and future.exception() is not None:
+                error = future.exception()
+                raise rtc.RpcError(CANNOT_INTERRUPT, _fit(f"could not interrupt: {error}"))
+        return self._answer()
+
+
+def _object(
+    payload: str, *, required: frozenset[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The payload as a JSON object with exactly these fields (BAD_REQUEST otherwise)."""
+    fields = ", ".join(sorted(required | optional))
+    try:
+        request = json.loads(payload)
+    except (ValueError, TypeError):
+        raise rtc.RpcError(
+            BAD_REQUEST, f"payload is not JSON; send an object with: {fields}"
+        ) from None
+    if not isinstance(request, dict):
+        raise rtc.RpcError(BAD_REQUEST, f"payload must be a JSON object with: {fields}")
+    missing = sorted(required - request.keys())
+    if missing:
+        raise rtc.RpcError(BAD_REQUEST, f"missing {', '.join(missing)}; fields: {fields}")
+    unknown = sorted(request.keys() - required - optional)
+    if unknown:
+        raise rtc.RpcError(
+            BAD_REQUEST, _fit(f"unknown field {', '.join(map(repr, unknown))}; fields: {fields}")
+        )
+    return request
+
+
+def _invalid(what: str, valid: list[str]) -> rtc.RpcError:
+    """INVALID_VALUE listing as many valid values as the message holds, all of them in data."""
+    head = f"{what}; valid: "
+
+    def message(shown: list[str]) -> str:
+        more = len(valid) - len(shown)
+        return head + ", ".join(shown) + (f", ... ({more} more)" if more else "")
+
+    shown: list[str] = []
+    for item in valid:
+        if len(message([*shown, item]).encode()) > _MESSAGE_BYTES:
+            break
+        shown.append(item)
+    data = json.dumps({"valid": valid})
+    return rtc.RpcError(
+        INVALID_VALUE, _fit(message(shown)), data if len(data) <= _DATA_BYTES else None
+    )
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a late interruption's outcome so asyncio does not warn about it."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("interrupting the avatar failed: %s", future.exception())
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _fit(message: str) -> str:
+    encoded = message.encode()
+    if len(encoded) <= _MESSAGE_BYTES:
+        return message
+    return encoded[: _MESSAGE_BYTES - 3].decode(errors="ignore") + "..."
