@@ -206,7 +206,8 @@ class AvatarVideoGenerator(VideoGenerator):
                 self.options.width,
                 self.options.height,
                 rtc.VideoBufferType.RGBA,
-                pixels.tobytes(),
+                # No copy: the frame keeps a view, and pictures are never modified once made.
+                memoryview(np.ascontiguousarray(pixels)).cast("B"),
             )
             yield video
             # Cleared while this frame was composited or its picture was being queued: its
