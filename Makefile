@@ -20,10 +20,11 @@ export AVATAR_CACHE VENV PYTHON LIVEKIT_SERVER_BIN
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo bench clean
+.PHONY: help setup client test demo bench clean
 
 help:
 	@echo "make setup   install/check venv, livekit-server, chromium, client_demo packages"
+	@echo "make client  install client_demo's packages and rebuild the web client (client_demo/dist)"
 	@echo "make test    run the test suite (pytest) against a throwaway livekit-server"
 	@echo "make demo    run the local demo (scripts/demo.sh)"
 	@echo "make bench   run the benchmarks (python -m bench)"
@@ -32,6 +33,9 @@ help:
 
 setup:
 	@bash scripts/setup.sh
+
+client:
+	@bash scripts/setup.sh client
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
@@ -44,6 +48,6 @@ bench: setup
 
 # Only inside the checkout; the shared cache ($(AVATAR_CACHE)) is left alone.
 clean:
-	rm -rf .pytest_cache .ruff_cache .mypy_cache build
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build client_demo/dist
 	find . -path ./client_demo/node_modules -prune -o -name __pycache__ -type d -prune \
 		-exec rm -rf {} +

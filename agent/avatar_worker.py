@@ -18,11 +18,9 @@ from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobRequest
 from livekit.agents.voice.avatar import DataStreamAudioReceiver
 
-from avatar_runtime import start_avatar
-
 from .cli import run
 from .config import Settings
-from .worker import PUBLISH_ON_BEHALF, runtime_options
+from .worker import PUBLISH_ON_BEHALF, start_job_avatar
 
 logger = logging.getLogger("avatar-worker")
 
@@ -51,14 +49,10 @@ async def entrypoint(ctx: JobContext) -> None:
     # This participant answers the avatar's control RPCs. It has no AgentSession to stop, so
     # `avatar.interrupt` clears its own playback (start_avatar's default), as the agent's
     # `lk.clear_buffer` would; speech the agent is still streaming would play afterwards.
-    avatar = await start_avatar(
-        ctx.room,
-        DataStreamAudioReceiver(ctx.room, sender_identity=agent_identity),
-        renderer_name=settings.renderer,
-        source=settings.source,
-        options=runtime_options(settings),
+    # The avatar is the one the agent forwarded in our dispatch metadata (`avatar_id`).
+    await start_job_avatar(
+        ctx, DataStreamAudioReceiver(ctx.room, sender_identity=agent_identity), settings
     )
-    ctx.add_shutdown_callback(avatar.aclose)
 
     # The avatar has no reason to stay once the agent it speaks for has left.
     agent_left = asyncio.Event()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from .capacity import default_worker_sessions
+
 DEFAULT_LIVEKIT_URL = "ws://127.0.0.1:7880"
 DEFAULT_API_KEY = "devkey"
 DEFAULT_API_SECRET = "avatar-agents-local-dev-secret-0123456789"
@@ -41,6 +43,8 @@ class Settings:
     fps: float = 30.0
     audio_sample_rate: int = 24000
     greeting: str = "Hello! I am your avatar. Type a message and I will say it."
+    worker_sessions: int = 4
+    """The most sessions a worker runs at once (agent/capacity.py)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +61,7 @@ class Settings:
             agent_name=env.get("AVATAR_AGENT_NAME", "avatar-agent"),
             avatar_mode=env.get("AVATAR_MODE", "inprocess"),
             avatar_worker_name=env.get("AVATAR_WORKER_NAME", "avatar-renderer"),
+            worker_sessions=_int(env, "AVATAR_WORKER_SESSIONS", default_worker_sessions(), 1, 256),
             width=_int(env, "AVATAR_WIDTH", 512, 64, 1920),
             height=_int(env, "AVATAR_HEIGHT", 512, 64, 1080),
             fps=float(_int(env, "AVATAR_FPS", 30, 1, 60)),

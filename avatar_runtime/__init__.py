@@ -4,6 +4,7 @@ Uses `renderers`; knows nothing about HTTP or the agent. See generator.py for ho
 planned, rendered off the event loop and emitted, and publisher.py for how they reach a room.
 """
 
+from .avatars import DEFAULT_AVATAR, AvatarCatalog, default_avatars_dir
 from .backgrounds import (
     Background,
     BackgroundLibrary,
@@ -11,10 +12,11 @@ from .backgrounds import (
     parse_background,
     valid_backgrounds,
 )
-from .compositor import Compositor
+from .compositor import BackgroundStage, Compositor
 from .controls import AvatarControls
 from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator, RuntimeOptions
 from .launch import RunningAvatar, start_avatar
+from .pacer import FramePacer
 from .publisher import STATS_ATTRIBUTE, AvatarPublisher
 from .speech import SpeechQueue, SpeechWindow
 from .state import EMOTIONS, AvatarState
@@ -22,16 +24,20 @@ from .stats import RuntimeStats
 from .timeline import FrameTimeline, SampleBuffer
 
 __all__ = [
+    "DEFAULT_AVATAR",
     "EMOTIONS",
     "IDLE_AUDIO_KEY",
     "STATS_ATTRIBUTE",
+    "AvatarCatalog",
     "AvatarControls",
     "AvatarPublisher",
     "AvatarState",
     "AvatarVideoGenerator",
     "Background",
     "BackgroundLibrary",
+    "BackgroundStage",
     "Compositor",
+    "FramePacer",
     "FrameTimeline",
     "RunningAvatar",
     "RuntimeOptions",
@@ -39,6 +45,7 @@ __all__ = [
     "SampleBuffer",
     "SpeechQueue",
     "SpeechWindow",
+    "default_avatars_dir",
     "default_backgrounds_dir",
     "parse_background",
     "start_avatar",

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from renderers.cache import cache_dir
 from renderers.vision import load_image
 
 ORIGINAL = "original"
@@ -42,8 +43,7 @@ def default_backgrounds_dir() -> Path:
     explicit = os.environ.get("AVATAR_BACKGROUNDS_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    cache = os.environ.get("AVATAR_CACHE") or str(Path.home() / ".cache" / "avatar-agents")
-    return Path(cache).expanduser() / "backgrounds"
+    return cache_dir() / "backgrounds"
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,26 @@ frame scaled down to the model's 256 pixels. The mask is smoothed over time (an 
 moving average, restarted when the background or the frame size changes) so its edge does not
 flicker, and feathered by a small blur.
 
-Synchronous CPU work of a few milliseconds (see tests/test_compositor.py for the costs): the
-generator runs it on its own thread. One Compositor serves one stream of frames and keeps
-state between them, so calls must not overlap.
+Synchronous CPU work of a few milliseconds (see tests/test_compositor.py for the costs).
+`BackgroundStage` runs it as the publisher's last step before a picture is sent. One
+Compositor serves one stream of frames and keeps state between them, so calls must not
+overlap.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import cv2
 import numpy as np
+from livekit import rtc
 
 from renderers.vision import person_mask
 
 from .backgrounds import ORIGINAL_BACKGROUND, Background, BackgroundLibrary, parse_background
+
+logger = logging.getLogger("avatar_runtime")
 
 SEGMENTATION_SIZE = 256
 """Longest side of the copy segmentation runs on (the model's own input is 256x256)."""
@@ -183,3 +190,47 @@ class Compositor:
 
 
 __all__ = ["ORIGINAL_BACKGROUND", "Compositor"]
+
+
+class BackgroundStage:
+    """A Compositor as the last step of the frame path: each picture over the background that
+    is current when the picture is sent (`background()` returns its spec).
+
+    It runs on the event loop, right before the frame's slot (the pacer starts it early by its
+    cost): 0.1 ms for `original`, about 1.5 ms for a colour or image behind a renderer's own
+    person mask and about 6 ms with segmentation, at 512x512 (tests/test_compositor.py). On
+    the loop, not a thread: segmenting on a worker thread beside the LiveKit SDK's own threads
+    crashed the process now and then (a segfault inside liblivekit_ffi, about one test run in
+    six), and inline it never did. A failure (say, a background image deleted while shown) is
+    logged once and pictures go out as drawn.
+    """
+
+    def __init__(self, compositor: Compositor, background: Callable[[], str]) -> None:
+        self._compositor = compositor
+        self._background = background
+        self._failing = False
+
+    def composite(self, pixels: np.ndarray) -> np.ndarray:
+        """`pixels` (HxWx4 RGBA) over the current background; `pixels` itself on failure."""
+        compositor = self._compositor
+        try:
+            result = compositor.apply(pixels, compositor.resolve(self._background()))
+        except Exception:
+            if not self._failing:
+                logger.exception("background compositing failed; sending frames without it")
+                self._failing = True
+            return pixels
+        if self._failing:
+            logger.info("background compositing works again")
+            self._failing = False
+        return result
+
+    async def finish_frame(self, frame: rtc.VideoFrame) -> rtc.VideoFrame:
+        """`composite` for an RGBA VideoFrame (the pacer's finishing step)."""
+        pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+        result = self.composite(pixels)
+        if result is pixels:
+            return frame
+        return rtc.VideoFrame(
+            frame.width, frame.height, rtc.VideoBufferType.RGBA, np.ascontiguousarray(result).data
+        )

@@ -122,7 +122,7 @@ class AvatarControls:
             (GET_STATE, self._get_state),
             (INTERRUPT, self._interrupt),
         ):
-            local.register_rpc_method(method, self._guarded(method, handler))
+            local.register_rpc_method(method, guarded(method, handler))
         if self._publisher is not None:
             self._publisher.add_speaking_listener(self._on_speaking)
         self._registered = True
@@ -201,24 +201,8 @@ class AvatarControls:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    def _guarded(
-        self, method: str, handler: Callable[[str], Awaitable[str]]
-    ) -> Callable[[rtc.RpcInvocationData], Awaitable[str]]:
-        async def handle(data: rtc.RpcInvocationData) -> str:
-            try:
-                return await handler(data.payload)
-            except rtc.RpcError:
-                raise
-            except Exception as error:
-                logger.exception("%s failed", method)
-                raise rtc.RpcError(
-                    INTERNAL_ERROR, _fit(f"{method} failed: {type(error).__name__}")
-                ) from None
-
-        return handle
-
     async def _set_emotion(self, payload: str) -> str:
-        request = _object(payload, required=_EMOTION_FIELDS, optional=_INTENSITY_FIELD)
+        request = payload_object(payload, required=_EMOTION_FIELDS, optional=_INTENSITY_FIELD)
         emotion = request["emotion"]
         if not isinstance(emotion, str):
             raise rtc.RpcError(BAD_REQUEST, "'emotion' must be a string")
@@ -234,7 +218,7 @@ class AvatarControls:
         return self._answer()
 
     async def _set_background(self, payload: str) -> str:
-        request = _object(payload, required=_BACKGROUND_FIELDS)
+        request = payload_object(payload, required=_BACKGROUND_FIELDS)
         spec = request["background_id"]
         if not isinstance(spec, str):
             raise rtc.RpcError(BAD_REQUEST, "'background_id' must be a string")
@@ -253,23 +237,49 @@ class AvatarControls:
     async def _interrupt(self, _payload: str) -> str:
         if self._on_interrupt is None:
             raise rtc.RpcError(NOT_SUPPORTED, "this avatar cannot be interrupted")
-        try:
-            result = self._on_interrupt()
-        except Exception as error:
-            raise rtc.RpcError(CANNOT_INTERRUPT, _fit(f"could not interrupt: {error}")) from None
-        if inspect.isawaitable(result):
-            future = asyncio.ensure_future(result)
-            # asyncio.wait, not wait_for: a slow interruption is left to finish, not cancelled.
-            await asyncio.wait({future}, timeout=INTERRUPT_WAIT_S)
-            if not future.done():
-                future.add_done_callback(_consume)
-            elif not future.cancelled() and future.exception() is not None:
-                error = future.exception()
-                raise rtc.RpcError(CANNOT_INTERRUPT, _fit(f"could not interrupt: {error}"))
+        await run_interrupt(self._on_interrupt)
         return self._answer()
 
 
-def _object(
+def guarded(
+    method: str, handler: Callable[[str], Awaitable[str]]
+) -> Callable[[rtc.RpcInvocationData], Awaitable[str]]:
+    """`handler(payload)` as an RPC handler: RpcErrors pass, anything else is logged and
+    answered as INTERNAL_ERROR."""
+
+    async def handle(data: rtc.RpcInvocationData) -> str:
+        try:
+            return await handler(data.payload)
+        except rtc.RpcError:
+            raise
+        except Exception as error:
+            logger.exception("%s failed", method)
+            raise rtc.RpcError(
+                INTERNAL_ERROR, fit_message(f"{method} failed: {type(error).__name__}")
+            ) from None
+
+    return handle
+
+
+async def run_interrupt(on_interrupt: InterruptHandler) -> None:
+    """Call `on_interrupt` and wait for its awaitable up to INTERRUPT_WAIT_S (a slower one is
+    left to finish); CANNOT_INTERRUPT when it raises."""
+    try:
+        result = on_interrupt()
+    except Exception as error:
+        raise rtc.RpcError(CANNOT_INTERRUPT, fit_message(f"could not interrupt: {error}")) from None
+    if inspect.isawaitable(result):
+        future = asyncio.ensure_future(result)
+        # asyncio.wait, not wait_for: a slow interruption is left to finish, not cancelled.
+        await asyncio.wait({future}, timeout=INTERRUPT_WAIT_S)
+        if not future.done():
+            future.add_done_callback(_consume)
+        elif not future.cancelled() and future.exception() is not None:
+            error = future.exception()
+            raise rtc.RpcError(CANNOT_INTERRUPT, fit_message(f"could not interrupt: {error}"))
+
+
+def payload_object(
     payload: str, *, required: frozenset[str], optional: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """The payload as a JSON object with exactly these fields (BAD_REQUEST otherwise)."""
@@ -287,9 +297,8 @@ def _object(
         raise rtc.RpcError(BAD_REQUEST, f"missing {', '.join(missing)}; fields: {fields}")
     unknown = sorted(request.keys() - required - optional)
     if unknown:
-        raise rtc.RpcError(
-            BAD_REQUEST, _fit(f"unknown field {', '.join(map(repr, unknown))}; fields: {fields}")
-        )
+        names = ", ".join(map(repr, unknown))
+        raise rtc.RpcError(BAD_REQUEST, fit_message(f"unknown field {names}; fields: {fields}"))
     return request
 
 
@@ -308,7 +317,7 @@ def _invalid(what: str, valid: list[str]) -> rtc.RpcError:
         shown.append(item)
     data = json.dumps({"valid": valid})
     return rtc.RpcError(
-        INVALID_VALUE, _fit(message(shown)), data if len(data) <= _DATA_BYTES else None
+        INVALID_VALUE, fit_message(message(shown)), data if len(data) <= _DATA_BYTES else None
     )
 
 
@@ -322,7 +331,7 @@ def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _fit(message: str) -> str:
+def fit_message(message: str) -> str:
     encoded = message.encode()
     if len(encoded) <= _MESSAGE_BYTES:
         return message

@@ -13,14 +13,15 @@ How a frame is made:
 - *Emitting* hands frame n out when the consumer asks for it. If its render is not ready by the
   frame's deadline on a steady 1/fps clock, the latest finished picture is repeated and counted,
   so a slow renderer costs picture freshness, never audio timing.
-- *Compositing* (optional) puts the picture over the current background as it is emitted, on a
-  thread of its own, so a background change shows on the very next frame out even though
-  speech is rendered ahead. Plans keep the renderer's own pictures, so a repeated picture is
-  composited again over whatever background is current.
+
+Pictures leave as the renderer drew them (RGBA); the publisher puts them over the current
+background as each one is sent (`avatar_runtime.pacer`), so a background change shows on the
+next frame out even though speech is rendered ahead.
 
 Idle frames carry silent audio by default, so the published audio never stops. That keeps the
-audio and video queues of `rtc.AVSynchronizer` equally full at all times, which is what keeps
-them in sync at the start of speech (README: "How audio and video stay in sync").
+audio and video queues of the publisher's pacer (avatar_runtime.pacer) equally full at all
+times, which is what keeps them in sync at the start of speech (README: "How audio and video
+stay in sync").
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from renderers import Expression, FrameRequest, Renderer
 
-from .compositor import Compositor
 from .speech import SpeechQueue, SpeechWindow
 from .stats import RuntimeStats
 from .timeline import FrameTimeline
@@ -61,11 +61,11 @@ class RuntimeOptions:
     audio_sample_rate: int = 24000
     render_wait_s: float = 0.0
     """Extra time a late render may take past the one-frame-of-queue deadline (see
-    `_deadline`). Raise it only with a consumer that buffers more than AVSynchronizer."""
+    `_deadline`). Raise it only with a consumer that buffers more than the pacer."""
     max_render_ahead: int = 3
     """Speech frames planned (and rendered) ahead of the one being emitted."""
     idle_audio: bool = True
-    """Emit silence with idle frames (needed for exact A/V sync through AVSynchronizer)."""
+    """Emit silence with idle frames (needed for exact A/V sync through the pacer)."""
 
 
 @dataclass(eq=False)
@@ -88,13 +88,8 @@ class AvatarVideoGenerator(VideoGenerator):
         options: RuntimeOptions | None = None,
         *,
         expression: Callable[[], Expression] | None = None,
-        background: Callable[[], str] | None = None,
-        compositor: Compositor | None = None,
     ) -> None:
-        """`expression` returns the current Expression, read as each frame is planned;
-        `background` the current background spec (avatar_runtime.backgrounds), read as each
-        frame is emitted, which `compositor` puts behind the picture. Without a compositor
-        pictures go out as the renderer drew them."""
+        """`expression` returns the current Expression, read as each frame is planned."""
         self.options = options or RuntimeOptions()
         self._renderer = renderer
         caps = renderer.capabilities
@@ -112,14 +107,6 @@ class AvatarVideoGenerator(VideoGenerator):
         # A callable returning the current Expression, so emotion changes reach the next frame.
         self._expression = expression or (lambda: Expression())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render")
-        self._compositor = compositor
-        self._background = background or (lambda: "original")
-        self._composite_executor: ThreadPoolExecutor | None = None
-        if compositor is not None:
-            self._composite_executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="avatar-composite"
-            )
-        self._composite_failing = False
 
         self._plans: deque[_Plan] = deque()  # planned and not yet emitted, in frame order
         self._next_index = 0
@@ -176,8 +163,6 @@ class AvatarVideoGenerator(VideoGenerator):
         # Close the renderer on its own thread, after any render still running there.
         self._executor.submit(self._renderer.close)
         self._executor.shutdown(wait=False)
-        if self._composite_executor is not None:
-            self._composite_executor.shutdown(wait=False)
 
     # -- emitting ----------------------------------------------------------------------------
 
@@ -200,8 +185,6 @@ class AvatarVideoGenerator(VideoGenerator):
             self._emitted = plan.index
             self._count(plan)
             clears = self._clears
-            if self._compositor is not None:
-                pixels = await self._composite(pixels)
             video = rtc.VideoFrame(
                 self.options.width,
                 self.options.height,
@@ -210,8 +193,8 @@ class AvatarVideoGenerator(VideoGenerator):
                 memoryview(np.ascontiguousarray(pixels)).cast("B"),
             )
             yield video
-            # Cleared while this frame was composited or its picture was being queued: its
-            # speech must not play after the interruption, so its window goes out silent.
+            # Cleared while its picture was being queued: its speech must not play after the
+            # interruption, so its window goes out silent.
             audio = self._audio_for(plan, silent=self._clears != clears)
             if audio is not None:
                 yield audio
@@ -220,9 +203,9 @@ class AvatarVideoGenerator(VideoGenerator):
     def _deadline(self, index: int) -> float:
         """When frame `index` must leave, on the emitter's clock.
 
-        The consumer (AVSynchronizer) pulls frames as soon as its ~100 ms queues have room, so
-        a frame is normally asked for a few frames before it plays. A late render may use that
-        slack down to one frame of queue, never more: audio must not wait for pictures.
+        The consumer (the publisher's pacer) pulls frames as soon as its ~100 ms queues have
+        room, so a frame is normally asked for a few frames before it plays. A late render may
+        use that slack down to one frame of queue, never more: audio must not wait for pictures.
         """
         now = time.perf_counter()
         if self._clock_anchor is None or now > self._frame_time(index) + _CLOCK_RESET_S:
@@ -261,33 +244,6 @@ class AvatarVideoGenerator(VideoGenerator):
             # The renderer failed on the very first frame: show black rather than nothing.
             self._latest_pixels = self._black()
         return self._latest_pixels
-
-    async def _composite(self, pixels: np.ndarray) -> np.ndarray:
-        """The picture over the current background. `original` stays on the event loop (it
-        only makes the alpha opaque); the rest runs on the compositing thread. A failure is
-        logged once and the frame goes out as the renderer drew it."""
-        compositor = self._compositor
-        assert compositor is not None and self._composite_executor is not None
-        if self._closed:
-            return pixels
-        try:
-            background = compositor.resolve(self._background())
-            if background.is_original:
-                result = compositor.apply(pixels, background)
-            else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self._composite_executor, compositor.apply, pixels, background
-                )
-        except Exception:
-            if not self._composite_failing:
-                logger.exception("background compositing failed; sending frames without it")
-                self._composite_failing = True
-            return pixels
-        if self._composite_failing:
-            logger.info("background compositing works again")
-            self._composite_failing = False
-        return result
 
     def _audio_for(self, plan: _Plan, *, silent: bool = False) -> rtc.AudioFrame | None:
         rate = self.options.audio_sample_rate

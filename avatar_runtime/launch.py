@@ -71,14 +71,14 @@ async def start_avatar(
         library,
         mask_from_alpha=renderer.capabilities.alpha_is_person_mask,
     )
-    generator = AvatarVideoGenerator(
-        renderer,
-        options,
-        expression=state.expression,
-        background=lambda: state.background,
+    generator = AvatarVideoGenerator(renderer, options, expression=state.expression)
+    publisher = AvatarPublisher(
+        room,
+        audio_recv=audio_recv,
+        video_gen=generator,
         compositor=compositor,
+        background=lambda: state.background,
     )
-    publisher = AvatarPublisher(room, audio_recv=audio_recv, video_gen=generator)
     await publisher.start()
     controls = AvatarControls(
         room,

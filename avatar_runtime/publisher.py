@@ -1,12 +1,15 @@
 """`AvatarPublisher`: puts a generator's frames on a room's tracks and keeps the agent informed.
 
-It plays the role of livekit-agents' `AvatarRunner` (same AudioReceiver contract, same
-`rtc.AVSynchronizer` pacing), with three differences that matter for a real avatar:
+It plays the role of livekit-agents' `AvatarRunner` (same AudioReceiver contract, the same
+pacing as `rtc.AVSynchronizer`, see `avatar_runtime.pacer`), with four differences that matter
+for a real avatar:
 - idle frames carry silent audio, and only speech audio counts as playback;
 - an interruption also empties the synchronizer's queues, so the avatar stops at once instead
   of finishing ~100 ms of queued speech;
 - "playback finished" is reported when the last audio has actually been played, not when it
-  was queued, and the runtime's counters are published as a participant attribute.
+  was queued, and the runtime's counters are published as a participant attribute;
+- the background is composited as each picture is sent, not when it was queued, so a change
+  shows ~100 ms sooner.
 
 `speaking` follows the same playback (true from an utterance's first speech audio until its last
 audio has played or it was interrupted); speaking listeners hear every change of it.
@@ -23,7 +26,9 @@ from typing import Any
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd
 
+from .compositor import BackgroundStage, Compositor
 from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator
+from .pacer import FramePacer
 
 logger = logging.getLogger("avatar_runtime")
 
@@ -42,7 +47,11 @@ class AvatarPublisher:
         video_gen: AvatarVideoGenerator,
         queue_size_ms: int = 100,
         stats_interval_s: float = 2.0,
+        compositor: Compositor | None = None,
+        background: Callable[[], str] | None = None,
     ) -> None:
+        """With a `compositor`, every picture goes out over the background spec `background()`
+        returns at that moment (default `original`)."""
         self._room = room
         self._audio_recv = audio_recv
         self._video_gen = video_gen
@@ -51,11 +60,17 @@ class AvatarPublisher:
             options.audio_sample_rate, 1, queue_size_ms=queue_size_ms
         )
         self._video_source = rtc.VideoSource(options.width, options.height)
-        self._av_sync = rtc.AVSynchronizer(
+        self._background_stage = (
+            BackgroundStage(compositor, background or (lambda: "original"))
+            if compositor is not None
+            else None
+        )
+        self._pacer = FramePacer(
             audio_source=self._audio_source,
             video_source=self._video_source,
-            video_fps=options.fps,
-            video_queue_size_ms=queue_size_ms,
+            fps=options.fps,
+            queue_size_ms=queue_size_ms,
+            finish=self._background_stage.finish_frame if self._background_stage else None,
         )
         self._stats_interval = stats_interval_s
         self._playing = False
@@ -70,8 +85,8 @@ class AvatarPublisher:
         self.video_publication: rtc.LocalTrackPublication | None = None
 
     @property
-    def av_sync(self) -> rtc.AVSynchronizer:
-        return self._av_sync
+    def pacer(self) -> FramePacer:
+        return self._pacer
 
     @property
     def speaking(self) -> bool:
@@ -117,7 +132,7 @@ class AvatarPublisher:
                 logger.warning("avatar tasks did not stop: %s", [t.get_name() for t in stuck])
         await self._audio_recv.aclose()
         await self._video_gen.aclose()
-        await self._av_sync.aclose()
+        await self._pacer.aclose()
         await self._audio_source.aclose()
         await self._video_source.aclose()
 
@@ -163,7 +178,7 @@ class AvatarPublisher:
                     # Publish only once the first picture exists: no empty track on the page.
                     await self._publish_tracks()
                 clears = self._clears
-                await self._av_sync.push(item)
+                await self._pacer.push(item)
                 if (
                     isinstance(item, rtc.AudioFrame)
                     and not (item.userdata or {}).get(IDLE_AUDIO_KEY)
@@ -218,7 +233,7 @@ class AvatarPublisher:
         self._update_speaking()
 
         async def clear() -> None:
-            await self._av_sync.clear_queue()
+            await self._pacer.clear_queue()
             if playing:
                 await self._await(
                     self._audio_recv.notify_playback_finished(
@@ -248,7 +263,7 @@ class AvatarPublisher:
             if not self._room.isconnected():
                 continue
             snapshot = self._video_gen.stats.snapshot()
-            snapshot["actual_fps"] = round(self._av_sync.actual_fps, 2)
+            snapshot["actual_fps"] = round(self._pacer.actual_fps, 2)
             try:
                 await self._room.local_participant.set_attributes(
                     {STATS_ATTRIBUTE: json.dumps(snapshot, separators=(",", ":"))}

@@ -20,8 +20,8 @@ import psutil
 
 from tests.livekit_server import running_livekit_server
 
-from . import foundation, meshwarp, sync_compare
-from .report import foundation_section, meshwarp_section, write_section
+from . import control_api, foundation, meshwarp, sync_compare
+from .report import control_api_section, foundation_section, meshwarp_section, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -35,13 +35,17 @@ def main() -> int:
         default="1,2",
         help="concurrent sessions to measure (the viewers decoding every frame share the CPU)",
     )
-    parser.add_argument("--only", choices=["foundation", "meshwarp"], action="append")
+    parser.add_argument(
+        "--only", choices=["foundation", "meshwarp", "control_api"], action="append"
+    )
     parser.add_argument("--meshwarp-sessions", default="1,2,4,6")
     args = parser.parse_args()
     sessions = [int(n) for n in args.sessions.split(",") if n]
-    only = set(args.only or ["foundation", "meshwarp"])
+    only = set(args.only or ["foundation", "meshwarp", "control_api"])
 
     jobs = []
+    if "control_api" in only:
+        jobs.append(("control_api", control_api.run, control_api_section))
     if "meshwarp" in only:
         counts = [int(n) for n in args.meshwarp_sessions.split(",") if n]
         jobs.append(("meshwarp", lambda server: meshwarp.run(server, counts), meshwarp_section))

@@ -174,6 +174,87 @@ def meshwarp_section(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def control_api_section(results: dict) -> str:
+    machine = results["machine"]
+
+    def load_rows(name: str, label: str) -> list[list[object]]:
+        run = results[name]
+        return [
+            [
+                label,
+                kind,
+                run["target_rps"],
+                run["achieved_rps"],
+                run["clients"],
+                lat["p50"],
+                lat["p99"],
+                lat["max"],
+                ", ".join(f"{k}: {v}" for k, v in run["statuses"].items()),
+            ]
+            for kind, lat in run["latency_ms"].items()
+        ]
+
+    sessions = results["sessions"]
+    change = results["change_to_frame"]
+    parts = [
+        "## Control API: request latency, session creation, change to frame",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPUs, everything on loopback "
+        "and on this machine at once: livekit-server, `python -m control_api` (one process, "
+        "access log off), the agent worker rendering meshwarp at 512x512, the load generator "
+        "and a LiveKit viewer. Latency is from each request's scheduled time (open loop), so "
+        "queueing counts.",
+        "",
+        "Goal: p99 < 20 ms at 1000 requests/s from 200 clients.",
+        "",
+        _table(
+            [
+                "load",
+                "request",
+                "target/s",
+                "achieved/s",
+                "clients",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "statuses",
+            ],
+            load_rows("get_state", "GET only") + load_rows("mixed", "90% GET, 10% emotion"),
+        ),  # fmt: skip
+        "",
+        f"Sessions: {sessions['created_per_s']} created per second "
+        f"({sessions['sessions']} sessions, {sessions['concurrency']} at a time; each is a room, "
+        f"an agent dispatch and the control API's own participant joining; create p50 "
+        f"{sessions['create_ms']['p50']} ms, p99 {sessions['create_ms']['p99']} ms), "
+        f"{sessions['deleted_per_s']} deleted per second.",
+        "",
+        _table(
+            ["change", "trials seen", "p50 ms", "p99 ms", "max ms"],
+            [
+                [
+                    "background (compositor)",
+                    f"{change['background_seen']}/{change['trials']}",
+                    change["background_ms"]["p50"],
+                    change["background_ms"]["p99"],
+                    change["background_ms"]["max"],
+                ],
+                [
+                    "emotion (renderer)",
+                    f"{change['emotion_seen']}/{change['trials']}",
+                    change["emotion_ms"]["p50"],
+                    change["emotion_ms"]["p99"],
+                    change["emotion_ms"]["max"],
+                ],
+            ],
+        ),  # fmt: skip
+        "",
+        "Change to frame: from the HTTP response to the first frame a LiveKit viewer receives "
+        "that shows the change, so VP8 encoding, the SFU, decoding and the viewer's jitter "
+        "buffer are included. Goal: < 100 ms.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
 def write_section(path: Path, name: str, markdown: str) -> None:
     """Replace (or append) the block between this section's markers in the report."""
     text = path.read_text() if path.exists() else HEADER

@@ -5,33 +5,68 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from aiohttp import web
 
 from .app import create_app
-from .config import Settings
+from .config import ConfigError, Settings
+from .security import ensure_credentials
+
+log = logging.getLogger("control_api")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m control_api", description="Avatar Agents control API and demo page."
+        prog="python -m control_api", description="Avatar Agents control API and web client."
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="bind port (default 8080)")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="do not log a line per request"
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = Settings.from_env()
-    logging.getLogger("control_api").info(
+    try:
+        settings, generated_key = ensure_credentials(Settings.from_env())
+        app = create_app(settings)
+    except ConfigError as error:
+        print(f"control_api: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    log.info(
         "LiveKit %s (public %s), agent %r",
         settings.livekit_url,
         settings.public_livekit_url,
         settings.agent_name,
     )
-    web.run_app(create_app(settings), host=args.host, port=args.port)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    if settings.auth == "disabled":
+        log.warning(
+            "authentication is DISABLED (AVATAR_API_AUTH=disabled): anyone who can "
+            "reach port %d controls every session",
+            args.port,
+        )
+    elif generated_key is not None:
+        log.info(
+            "no AVATAR_API_KEYS set; using the key in %s. Open the web client at "
+            "http://%s:%d/#api_key=%s",
+            settings.cache_dir / "control-api-key",
+            host,
+            args.port,
+            generated_key,
+        )
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None if args.no_access_log else logging.getLogger("aiohttp.access"),
+    )
 
 
 if __name__ == "__main__":

@@ -1,210 +1,200 @@
-"""aiohttp application: health check, LiveKit token minting and the demo page."""
+"""The aiohttp application: the route table, the middleware stack and what lives beside them."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from livekit import api
 
+from avatar_runtime import AvatarCatalog, BackgroundLibrary
+
+from . import avatars, catalog, health, tokens
 from .config import Settings
+from .context import AVATARS, BACKGROUNDS, HTTP_SESSION, HUB, METRICS, SETTINGS, STARTED_AT
+from .errors import ApiError, error_middleware
+from .metrics import CONTENT_TYPE, ApiMetrics
+from .openapi import Route, docs_page, openapi_document
+from .security import (
+    Authenticator,
+    RateLimiter,
+    auth_middleware,
+    cors_middleware,
+    rate_limit_middleware,
+)
+from .sessions import SessionHub
 
 log = logging.getLogger("control_api")
 
-SETTINGS = web.AppKey("settings", Settings)
-HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CLIENT_BUNDLE = ("dist", "app.js")
 
-# LiveKit accepts more, but a conservative charset keeps names safe in URLs, logs and shells.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-MAX_NAME_LENGTH = 128
-MAX_BODY_BYTES = 64 * 1024
-TOKEN_FIELDS = frozenset({"room", "identity", "name"})
-HEALTH_PROBE_TIMEOUT_S = 1.0
-VENDOR_LIVEKIT_JS = ("node_modules", "livekit-client", "dist", "livekit-client.umd.js")
-
-_STATUS_CODES: Mapping[int, str] = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
+_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,128}$"}
+_UNIT = {"type": "number", "minimum": 0, "maximum": 1}
 
 
-class ApiError(Exception):
-    """An error with a stable machine-readable code, rendered by `error_middleware`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
+def _schema(required: list[str], **properties: dict) -> dict:
+    return {
+        "type": "object",
+        "required": required,
+        "additionalProperties": False,
+        "properties": properties,
+    }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every failure the same JSON shape and never leak a traceback."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:  # redirects and the like are not errors
-            raise
-        code = _STATUS_CODES.get(exc.status, "http_error")
-        message = f"{exc.reason}: {request.method} {request.path}"
-        # Keep only headers that matter to clients (e.g. Allow on 405), not the text body's.
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return error_response(exc.status, code, message, headers)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error")
-
-
-async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    # Dev-oriented service: revalidate instead of serving a stale page after an edit.
-    response.headers.setdefault("Cache-Control", "no-cache")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-
-
-# --- health -------------------------------------------------------------------------------
-
-
-async def _livekit_reachable(session: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        timeout = aiohttp.ClientTimeout(total=HEALTH_PROBE_TIMEOUT_S)
-        async with session.get(url, timeout=timeout, allow_redirects=False):
-            return True  # any HTTP answer at all means the server is up
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return False
-
-
-async def health(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    reachable = await _livekit_reachable(request.app[HTTP_SESSION], settings.livekit_http_url)
-    return web.json_response(
-        {"status": "ok", "livekit": {"url": settings.livekit_url, "reachable": reachable}}
-    )
-
-
-# --- token --------------------------------------------------------------------------------
-
-
-def mint_token(settings: Settings, *, room: str, identity: str, name: str | None = None) -> str:
-    """A participant token for `room` whose first join dispatches the configured agent."""
-    token = (
-        api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
-        .with_identity(identity)
-        .with_ttl(settings.token_ttl)
-        .with_grants(
-            api.VideoGrants(
-                room_join=True,
-                room=room,
-                can_publish=True,
-                can_subscribe=True,
-                can_publish_data=True,
-            )
-        )
-    )
-    if name:
-        token = token.with_name(name)
-    if settings.agent_name:
-        # The worker registers with an explicit agent name, so it is only sent to rooms that ask.
-        token = token.with_room_config(
-            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=settings.agent_name)])
-        )
-    return token.to_jwt()
-
-
-async def _read_json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # larger than client_max_size -> 413 via the middleware
-    if not raw.strip():
-        return {}  # a bare POST means "all defaults"
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_body", "request body must be a JSON object")
-    unknown = sorted(set(body) - TOKEN_FIELDS)
-    if unknown:
-        raise ApiError(422, "invalid_field", f"unknown field(s): {', '.join(unknown)}")
-    return body
-
-
-def _optional_id(body: Mapping[str, Any], field: str) -> str | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise ApiError(
-            422, "invalid_field", f"'{field}' must be 1-128 characters of A-Z a-z 0-9 _ . -"
-        )
-    return value
-
-
-def _optional_name(body: Mapping[str, Any]) -> str | None:
-    value = body.get("name")
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH:
-        raise ApiError(
-            422, "invalid_field", f"'name' must be a string of at most {MAX_NAME_LENGTH} characters"
-        )
-    return value or None
-
-
-async def create_token(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    body = await _read_json_object(request)
-    room = _optional_id(body, "room") or f"avatar-{secrets.token_hex(4)}"
-    identity = _optional_id(body, "identity") or f"user-{secrets.token_hex(4)}"
-    token = mint_token(settings, room=room, identity=identity, name=_optional_name(body))
-    return web.json_response(
-        {"url": settings.public_livekit_url, "token": token, "room": room, "identity": identity},
-        headers={"Cache-Control": "no-store"},  # tokens are credentials
-    )
-
-
-# --- demo page ----------------------------------------------------------------------------
+# --- small handlers ------------------------------------------------------------------------
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    path = request.app[SETTINGS].client_dir / "index.html"
-    if not path.is_file():
-        raise ApiError(404, "not_found", "demo page is missing (client_demo/index.html)")
-    return web.FileResponse(path)
-
-
-async def vendor_livekit_client(request: web.Request) -> web.FileResponse:
-    path = request.app[SETTINGS].client_dir.joinpath(*VENDOR_LIVEKIT_JS)
-    if not path.is_file():
+    client_dir = request.app[SETTINGS].client_dir
+    if not client_dir.joinpath(*CLIENT_BUNDLE).is_file():
         raise ApiError(
             503,
-            "vendor_missing",
-            "livekit-client is not installed; run `make setup` (or `npm ci` in client_demo/)",
+            "client_not_built",
+            "the web client is not built; run `make setup` (or `npm ci && npm run build` in "
+            "client_demo/)",
         )
-    return web.FileResponse(path)
+    return web.FileResponse(client_dir / "index.html")
 
 
-# --- app ----------------------------------------------------------------------------------
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(ROUTES))
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=docs_page(ROUTES), content_type="text/html")
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/health", health.health, "Service health", public=True, tags=("health",)),
+    Route("GET", "/api/v1/health", health.health, "Service health", public=True, tags=("health",)),
+    Route("GET", "/api/v1/ready", health.ready, "Readiness probe", tags=("health",)),
+    Route("GET", "/api/v1/live", health.live, "Liveness probe", public=True, tags=("health",)),
+    Route(
+        "POST",
+        "/avatars",
+        avatars.create_session,
+        "Create a session: a room with the agent and its avatar",
+        body=_schema(["avatar_id"], avatar_id={"type": "string"}, session_id=_ID),
+        status=201,
+        tags=("sessions",),
+    ),
+    Route("GET", "/avatars", avatars.list_sessions, "List live sessions", tags=("sessions",)),
+    Route(
+        "GET", "/avatars/{session_id}", avatars.get_session, "A session's state", tags=("sessions",)
+    ),
+    Route(
+        "DELETE",
+        "/avatars/{session_id}",
+        avatars.delete_session,
+        "Close a session: everyone, the agent included, leaves",
+        tags=("sessions",),
+    ),
+    Route(
+        "POST",
+        "/avatars/{session_id}/emotion",
+        avatars.set_emotion,
+        "Change the avatar's emotion",
+        body=_schema(["emotion"], emotion={"type": "string"}, intensity=_UNIT),
+        tags=("sessions",),
+    ),
+    Route(
+        "POST",
+        "/avatars/{session_id}/background",
+        avatars.set_background,
+        "Change the avatar's background",
+        body=_schema(["background_id"], background_id={"type": "string"}),
+        tags=("sessions",),
+    ),
+    Route(
+        "POST",
+        "/avatars/{session_id}/say",
+        avatars.say,
+        "Make the agent say a text",
+        body=_schema(
+            ["text"], text={"type": "string", "maxLength": 1000}, interrupt={"type": "boolean"}
+        ),
+        status=202,
+        tags=("sessions",),
+    ),
+    Route(
+        "POST",
+        "/avatars/{session_id}/interrupt",
+        avatars.interrupt,
+        "Stop the agent speaking",
+        tags=("sessions",),
+    ),
+    Route(
+        "GET", "/ws/{session_id}", avatars.events, "WebSocket of session events", tags=("sessions",)
+    ),
+    Route("GET", "/emotions", catalog.list_emotions, "Emotions", tags=("catalog",)),
+    Route("GET", "/backgrounds", catalog.list_backgrounds, "Backgrounds", tags=("catalog",)),
+    Route(
+        "POST",
+        "/backgrounds",
+        catalog.upload_background,
+        "Upload a background image",
+        body=_schema(
+            ["id", "file"], id={"type": "string"}, file={"type": "string", "format": "binary"}
+        ),
+        body_type="multipart/form-data",
+        status=201,
+        tags=("catalog",),
+    ),
+    Route(
+        "GET",
+        "/backgrounds/{background_id}.png",
+        catalog.background_image,
+        "A background image",
+        tags=("catalog",),
+    ),
+    Route(
+        "DELETE",
+        "/backgrounds/{background_id}",
+        catalog.delete_background,
+        "Delete a background image",
+        tags=("catalog",),
+    ),
+    Route(
+        "POST",
+        "/token",
+        tokens.create_token,
+        "A LiveKit token for a room (dispatches the agent on join)",
+        body=_schema([], room=_ID, identity=_ID, name={"type": "string", "maxLength": 128}),
+        tags=("tokens",),
+    ),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", tags=("metrics",)),
+    Route("GET", "/openapi.json", openapi_json, "This API, as OpenAPI 3.1", public=True),
+    Route("GET", "/docs", docs, "This API, as a page", public=True),
+    Route("GET", "/", index, "The web client", public=True),
+]
+
+
+# --- middleware and lifecycle ---------------------------------------------------------------
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    response = await handler(request)
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers.setdefault("Cache-Control", "no-cache")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.status >= 500:
+        log.warning("%s %s -> %s [%s]", request.method, request.path, response.status, request_id)
+    return response
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
@@ -213,21 +203,51 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
-    settings = settings or Settings.from_env()
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
-    app[SETTINGS] = settings
-    app.cleanup_ctx.append(_http_session)
-    app.on_response_prepare.append(_on_response_prepare)
+async def _session_hub(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB]
+    await hub.start()
+    yield
+    await hub.close()
 
-    app.router.add_get("/health", health)
-    app.router.add_post("/token", create_token)
-    app.router.add_get("/", index)
-    app.router.add_get("/vendor/livekit-client.umd.js", vendor_livekit_client)
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    """The control API. Auth must be configured (keys, a JWT secret or auth disabled):
+    `security.ensure_credentials` makes a key for a development machine."""
+    settings = settings or Settings.from_env()
+    settings.validate()
+    authenticator = (
+        None
+        if settings.auth == "disabled"
+        else Authenticator(settings.api_keys, settings.jwt_secret)
+    )
+    hub = SessionHub(settings)
+    api_metrics = ApiMetrics(hub.stats)
+    app = web.Application(
+        middlewares=[
+            request_id_middleware,
+            api_metrics.middleware(),
+            cors_middleware(settings.cors_origins),
+            error_middleware,
+            auth_middleware(authenticator),
+            rate_limit_middleware(RateLimiter(settings.rate_limit_per_s, settings.rate_burst)),
+        ],
+        # Uploads stream through multipart and check their own, larger limit.
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[HUB] = hub
+    app[METRICS] = api_metrics
+    app[BACKGROUNDS] = BackgroundLibrary(settings.backgrounds_dir)
+    app[AVATARS] = AvatarCatalog(settings.avatars_dir)
+    app[STARTED_AT] = time.monotonic()
+    app.cleanup_ctx.extend([_http_session, health.gpu_probe, _session_hub])
+
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
     if settings.client_dir.is_dir():
         # aiohttp's static route normalises the path and refuses anything outside the
         # directory; follow_symlinks=False also stops a symlink from leading out of it.
         app.router.add_static("/static", settings.client_dir, follow_symlinks=False)
     else:
-        log.warning("client demo directory %s not found; /static is disabled", settings.client_dir)
+        log.warning("web client directory %s not found; /static is disabled", settings.client_dir)
     return app

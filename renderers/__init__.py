@@ -9,7 +9,14 @@ from .base import (
     RendererError,
     VideoFormat,
 )
-from .registry import UnknownRendererError, available, create, register, renderer_class
+from .registry import (
+    UnknownRendererError,
+    available,
+    create,
+    register,
+    renderer_class,
+    unavailable_reason,
+)
 
 __all__ = [
     "Expression",
@@ -23,4 +30,5 @@ __all__ = [
     "create",
     "register",
     "renderer_class",
+    "unavailable_reason",
 ]

@@ -106,6 +106,12 @@ class Renderer(ABC):
     def __init__(self, video: VideoFormat) -> None:
         self.video = video
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this renderer cannot load on this machine (missing weights or models), or None
+        when it can. Cheap: it checks files, it loads nothing. Health checks report it."""
+        return None
+
     def load(self, source: Path | None) -> None:
         """Prepare the avatar once (detect, cache). Raise RendererError on bad input."""
         if source is None and self.capabilities.needs_source:

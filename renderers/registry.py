@@ -42,5 +42,15 @@ def renderer_class(name: str) -> type[Renderer]:
     return cls
 
 
+def unavailable_reason(name: str) -> str | None:
+    """Why renderer `name` cannot load here, or None when it can (see Renderer)."""
+    try:
+        return renderer_class(name).unavailable_reason()
+    except RendererError as error:
+        return error.message
+    except ImportError as error:  # an optional dependency of that renderer is missing
+        return f"cannot import renderer '{name}': {error}"
+
+
 def create(name: str, video: VideoFormat | None = None) -> Renderer:
     return renderer_class(name)(video or VideoFormat())

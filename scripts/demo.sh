@@ -148,8 +148,18 @@ start control_api "$VENV_PY" -m control_api --port "$PORT"
 wait_until control_api "${PIDS[-1]}" 30 http_ok "http://127.0.0.1:$PORT/health" \
   || fail_with_log control_api "control API did not answer on :$PORT within 30 s"
 
+# The page needs an API key: the first of AVATAR_API_KEYS, else the one the control API
+# generated for this machine. The fragment (#...) never reaches the server's logs.
+api_key="${AVATAR_API_KEYS%%,*}"
+if [[ -z "$api_key" && -f "$CACHE/control-api-key" ]]; then
+  api_key="$(head -n 1 "$CACHE/control-api-key")"
+fi
+page="http://127.0.0.1:$PORT/"
+[[ -n "$api_key" ]] && page="${page}#api_key=$api_key"
+
 echo
-say "ready: open http://127.0.0.1:$PORT and press Join"
+say "ready: open $page and press Join"
+say "API docs: http://127.0.0.1:$PORT/docs"
 say "logs: $LOG_DIR"
 say "press Ctrl+C to stop"
 echo

@@ -4,7 +4,8 @@
 #   1. a Python virtualenv with the dependencies from pyproject.toml
 #   2. a livekit-server binary (or an external server given by LIVEKIT_URL)
 #   3. Chromium for the browser tests
-#   4. the client_demo node packages (when client_demo/package.json exists)
+#   4. the client_demo node packages (when client_demo/package.json exists), and the web
+#      client's bundle, client_demo/dist/ (esbuild; rebuilt only when its sources changed)
 #   5. MediaPipe's face models (.tflite files taken from the mediapipe wheel on PyPI)
 #
 # Everything is cached outside the checkout, under AVATAR_CACHE, so several
@@ -23,6 +24,9 @@
 #   AVATAR_MODELS_DIR     where renderers/vision looks for the models instead of the cache
 #
 # A second run with nothing to do takes well under a few seconds.
+#
+#   scripts/setup.sh          everything above
+#   scripts/setup.sh client   only step 4, and rebuild the web client even if it looks current
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -285,6 +289,21 @@ setup_node() {
     say "client_demo node_modules installed"
 }
 
+# The page loads client_demo/dist/app.js: src/ bundled with livekit-client by esbuild.
+build_client() {  # build_client [force]
+    local dir="$ROOT/client_demo" out="$ROOT/client_demo/dist/app.js"
+    [[ -f "$dir/package.json" && -d "$dir/src" ]] || return 0
+    if [[ "${1:-}" != "force" && -f "$out" ]] \
+        && [[ -z "$(find "$dir/src" "$dir/package.json" "$dir/package-lock.json" \
+                    -newer "$out" -print -quit 2>/dev/null)" ]]; then
+        say "client_demo bundle up to date (client_demo/dist)"
+        return
+    fi
+    say "client_demo: building the web client (npm run build)"
+    (cd "$dir" && npm run --silent build) || die "npm run build failed in $dir"
+    say "client_demo bundle built (client_demo/dist)"
+}
+
 # ---------------------------------------------------------------------------- env.sh
 write_env() {
     # For humans and scripts: `. "$AVATAR_CACHE/env.sh"`. The Makefile finds paths itself.
@@ -299,9 +318,21 @@ export CHROMIUM_BIN=\"$CHROMIUM_BIN\""
     fi
 }
 
-setup_python
-setup_models
-setup_livekit_server
-setup_system_packages
-setup_node
-write_env
+case "${1:-all}" in
+    client)
+        setup_node
+        build_client force
+        ;;
+    all)
+        setup_python
+        setup_models
+        setup_livekit_server
+        setup_system_packages
+        setup_node
+        build_client
+        write_env
+        ;;
+    *)
+        die "unknown step '$1' (usage: scripts/setup.sh [client])"
+        ;;
+esac

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -20,22 +19,21 @@ import cv2
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents.voice.avatar import AudioSegmentEnd
 from PIL import Image
 from skimage import data
 
 from avatar_runtime import (
     AvatarState,
-    AvatarVideoGenerator,
     BackgroundLibrary,
+    BackgroundStage,
     Compositor,
+    FramePacer,
     default_backgrounds_dir,
     parse_background,
 )
-from avatar_runtime.backgrounds import Background
 from renderers import FrameRequest, Renderer, RendererCapabilities, RendererError, VideoFormat
 from renderers.vision import face_mesh, person_mask
-from tests.test_runtime import FPS, frames_of, tone_burst_audio, unpaced
+from tests.test_runtime import FPS
 
 SIZE = 256
 GREEN = (0, 255, 0)
@@ -90,20 +88,6 @@ class PortraitRenderer(Renderer):
     def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
         self.rendered.extend(r.index for r in requests)
         return [self.picture.copy() for _ in requests]
-
-
-class ThreadRecordingCompositor(Compositor):
-    """The real compositor, noting the threads it composited on (`original` composites
-    nothing and runs wherever it is called)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.threads: set[str] = set()
-
-    def apply(self, frame: np.ndarray, background: Background) -> np.ndarray:
-        if not background.is_original:
-            self.threads.add(threading.current_thread().name)
-        return super().apply(frame, background)
 
 
 def frame_of(portrait: np.ndarray, mask: np.ndarray, from_alpha: bool) -> np.ndarray:
@@ -289,57 +273,74 @@ def test_library_persists_and_rejects_bad_uploads(tmp_path, monkeypatch) -> None
     assert BackgroundLibrary().directory == tmp_path / "cache" / "backgrounds"
 
 
-# ------------------------------------------------------------------------- in the generator
+# ------------------------------------------------------------- as the publisher sends frames
 
 
-async def next_video(stream) -> np.ndarray:
-    while True:
-        item = await stream.__anext__()
-        if isinstance(item, rtc.VideoFrame):
-            return np.frombuffer(item.data, dtype=np.uint8).reshape(item.height, item.width, 4)
-        assert isinstance(item, rtc.AudioFrame | AudioSegmentEnd)
+class SentFrames:
+    """Stands in for rtc.VideoSource: keeps what the pacer sends, as arrays."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def capture_frame(self, frame: rtc.VideoFrame) -> None:
+        pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+        self.frames.append(pixels.copy())
 
 
 def corner_rgb(pixels: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in pixels[4, 4, :3])
 
 
-async def test_a_background_switch_shows_on_the_very_next_frame(
+def video_frame(pixels: np.ndarray) -> rtc.VideoFrame:
+    height, width = pixels.shape[:2]
+    return rtc.VideoFrame(
+        width, height, rtc.VideoBufferType.RGBA, np.ascontiguousarray(pixels).tobytes()
+    )
+
+
+async def test_a_background_switch_shows_on_the_next_frame_sent_even_when_frames_are_queued(
     portrait, mask, tmp_path, caplog
 ) -> None:
     library = BackgroundLibrary(tmp_path)
     library.register("hospital_room", png(np.full((300, 300, 3), (40, 50, 60), np.uint8)))
-    renderer = PortraitRenderer(
-        VideoFormat(SIZE, SIZE, FPS), rgba(portrait, mask), alpha_is_mask=True
-    )
-    compositor = ThreadRecordingCompositor(SIZE, SIZE, library, mask_from_alpha=True)
+    compositor = Compositor(SIZE, SIZE, library, mask_from_alpha=True)
     state = AvatarState()
     state.set_background("color:#ff0000", library)
-    generator = AvatarVideoGenerator(
-        renderer,
-        unpaced(SIZE, SIZE),
-        background=lambda: state.background,
-        compositor=compositor,
+    stage = BackgroundStage(compositor, lambda: state.background)
+    sent = SentFrames()
+    pacer = FramePacer(
+        audio_source=rtc.AudioSource(24000, 1),
+        video_source=sent,  # type: ignore[arg-type]
+        fps=FPS,
+        finish=stage.finish_frame,
     )
-    for frame in frames_of(tone_burst_audio(1.0, [])):
-        await generator.push_audio(frame)
-    await generator.push_audio(AudioSegmentEnd())
-    stream = generator.__aiter__()
+    picture = rgba(portrait, mask)
+
+    async def produce() -> None:
+        while True:  # as fast as the queue takes them, as the generator does
+            await pacer.push(video_frame(picture))
+
+    producer = asyncio.create_task(produce())
+
+    async def next_sent() -> np.ndarray:
+        count = len(sent.frames)
+        deadline = time.perf_counter() + 2.0
+        while len(sent.frames) == count:
+            assert time.perf_counter() < deadline, "no frame was sent"
+            await asyncio.sleep(0.002)
+        return sent.frames[count]
+
     try:
         for _ in range(5):
-            assert corner_rgb(await next_video(stream)) == (255, 0, 0)
-        # Speech frames beyond the one about to leave are already rendered.
-        deadline = time.perf_counter() + 2.0
-        while max(renderer.rendered) < 6:
-            assert time.perf_counter() < deadline, "nothing was rendered ahead"
-            await asyncio.sleep(0.005)
+            assert corner_rgb(await next_sent()) == (255, 0, 0)
+        assert pacer.queued_frames >= 2  # frames made before the switch are waiting
 
         state.set_background("#0000ff", library)
-        assert corner_rgb(await next_video(stream)) == (0, 0, 255)
+        assert corner_rgb(await next_sent()) == (0, 0, 255)
         state.set_background("hospital_room", library)
-        assert corner_rgb(await next_video(stream)) == (40, 50, 60)
+        assert corner_rgb(await next_sent()) == (40, 50, 60)
         state.set_background("original", library)
-        original = await next_video(stream)
+        original = await next_sent()
         assert np.array_equal(original[..., :3], portrait) and (original[..., 3] == 255).all()
 
         # A broken background (its image deleted) is logged once; frames go out unchanged.
@@ -347,15 +348,22 @@ async def test_a_background_switch_shows_on_the_very_next_frame(
         library.remove("hospital_room")
         with caplog.at_level(logging.ERROR, logger="avatar_runtime"):
             for _ in range(3):
-                assert np.array_equal((await next_video(stream))[..., :3], portrait)
+                assert np.array_equal((await next_sent())[..., :3], portrait)
         assert len([r for r in caplog.records if "compositing failed" in r.message]) == 1
         state.set_background("blur", library)
-        blurred = await next_video(stream)
+        blurred = await next_sent()
         assert not np.array_equal(blurred[..., :3], portrait)
+
+        # Paced: one frame per 1/fps, finishing included.
+        times = []
+        for _ in range(10):
+            await next_sent()
+            times.append(time.perf_counter())
+        assert np.mean(np.diff(times)) == pytest.approx(1 / FPS, abs=0.004)
+        assert pacer.actual_fps == pytest.approx(FPS, abs=1.5)
     finally:
-        await generator.aclose()
-    assert compositor.threads and "MainThread" not in compositor.threads
-    assert renderer.rendered[:10] == list(range(10))
+        producer.cancel()
+        await pacer.aclose()
 
 
 # --------------------------------------------------------------------------------- timings

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..base import RendererError
+from ..cache import cache_dir as project_cache_dir
 from ..vision import analyse_portrait, load_image, person_mask
 from . import landmarks as lm
 from .rig import INDEX, Region, control_displacements, face_scale, warp_fields, warp_region
@@ -51,8 +51,7 @@ class MeshwarpAvatar:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("AVATAR_CACHE") or str(Path.home() / ".cache" / "avatar-agents")
-    return Path(root) / "avatars" / "meshwarp"
+    return project_cache_dir() / "avatars" / "meshwarp"
 
 
 def prepare_avatar(source: Path | None, width: int, height: int) -> MeshwarpAvatar:

@@ -11,7 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..base import FrameRequest, Renderer, RendererCapabilities, VideoFormat
+from ..base import FrameRequest, Renderer, RendererCapabilities, RendererError, VideoFormat
+from ..vision.models import MODEL_NAMES, model_path
 from . import landmarks as lm
 from .avatar import MeshwarpAvatar, prepare_avatar
 from .motion import EMOTION_POSES, EmotionBlend, IdleMotion
@@ -43,6 +44,15 @@ class MeshwarpRenderer(Renderer):
         self.last_weights = np.zeros(0, dtype=np.float32)
 
     # -- Renderer ----------------------------------------------------------------------------
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            for name in MODEL_NAMES:
+                model_path(name)
+        except RendererError as error:
+            return error.message
+        return None
 
     def load(self, source: Path | None) -> None:
         self._avatar = prepare_avatar(source, self.video.width, self.video.height)

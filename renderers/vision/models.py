@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base import RendererError
+from ..cache import cache_dir
 
 MEDIAPIPE_VERSION = "0.10.14"
 
@@ -37,8 +38,7 @@ def models_dir() -> Path:
     explicit = os.environ.get("AVATAR_MODELS_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    cache = os.environ.get("AVATAR_CACHE") or str(Path.home() / ".cache" / "avatar-agents")
-    return Path(cache).expanduser() / "models" / f"mediapipe-{MEDIAPIPE_VERSION}"
+    return cache_dir() / "models" / f"mediapipe-{MEDIAPIPE_VERSION}"
 
 
 def model_path(name: str) -> Path:

@@ -1,0 +1,20 @@
+"""The objects every route reaches through `request.app[...]`, by typed key."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from avatar_runtime import AvatarCatalog, BackgroundLibrary
+
+from .config import Settings
+from .metrics import ApiMetrics
+from .sessions import SessionHub
+
+SETTINGS = web.AppKey("settings", Settings)
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+HUB = web.AppKey("hub", SessionHub)
+METRICS = web.AppKey("metrics", ApiMetrics)
+BACKGROUNDS = web.AppKey("backgrounds", BackgroundLibrary)
+AVATARS = web.AppKey("avatars", AvatarCatalog)
+STARTED_AT = web.AppKey("started_at", float)

@@ -1,0 +1,126 @@
+"""Health, readiness and liveness probes (seed 004's `/api/v1/*`, seed 002's `/health`)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import shutil
+import subprocess
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+import renderers
+
+from .context import HTTP_SESSION, HUB, SETTINGS, STARTED_AT
+from .errors import ApiError
+
+log = logging.getLogger("control_api")
+
+VERSION = "0.1.0"
+PROBE_TIMEOUT_S = 1.0
+GPU_INFO = web.AppKey("gpu_info", dict)
+
+
+async def livekit_reachable(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        async with session.get(url, timeout=timeout, allow_redirects=False):
+            return True  # any HTTP answer at all means the server is up
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return False
+
+
+def renderer_report() -> list[dict[str, Any]]:
+    report = []
+    for name in renderers.available():
+        reason = renderers.unavailable_reason(name)
+        entry: dict[str, Any] = {"name": name, "available": reason is None}
+        if reason is not None:
+            entry["reason"] = reason
+        report.append(entry)
+    return report
+
+
+def detect_gpus() -> dict[str, Any]:
+    """CUDA devices, from torch when it is installed, else from nvidia-smi. Slow (torch's
+    import): run once, off the event loop."""
+    if importlib.util.find_spec("torch") is not None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                return {"available": True, "devices": names, "source": "torch"}
+            return {"available": False, "devices": [], "source": "torch"}
+        except Exception as error:  # a broken CUDA install must not break health
+            log.warning("torch could not query CUDA: %s", error)
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout
+            names = [line.strip() for line in out.splitlines() if line.strip()]
+            return {"available": bool(names), "devices": names, "source": "nvidia-smi"}
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return {"available": False, "devices": [], "source": None}
+
+
+async def gpu_probe(app: web.Application) -> Any:
+    info = app[GPU_INFO] = {"available": False, "devices": [], "source": "pending"}
+
+    async def probe() -> None:
+        info.update(await asyncio.to_thread(detect_gpus))  # in place: the app is frozen by now
+
+    task = asyncio.create_task(probe(), name="gpu-probe")
+    yield
+    task.cancel()
+
+
+async def _report(request: web.Request) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    reachable, report = await asyncio.gather(
+        livekit_reachable(request.app[HTTP_SESSION], settings.livekit_http_url),
+        asyncio.to_thread(renderer_report),
+    )
+    gpu = request.app[GPU_INFO]
+    healthy = reachable and any(r["available"] for r in report)
+    return {
+        "status": "ok" if healthy else "degraded",
+        "version": VERSION,
+        "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 1),
+        "livekit": {"url": settings.livekit_url, "reachable": reachable},
+        "renderers": report,
+        "gpuAvailable": gpu["available"],
+        "gpu": {"available": gpu["available"], "devices": gpu["devices"]},
+        "sessions": len(request.app[HUB]),
+    }
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response(await _report(request))
+
+
+async def ready(request: web.Request) -> web.Response:
+    report = await _report(request)
+    problems = []
+    if not report["livekit"]["reachable"]:
+        problems.append(f"LiveKit is unreachable at {report['livekit']['url']}")
+    if not any(r["available"] for r in report["renderers"]):
+        problems.append("no renderer can load (see /health)")
+    if problems:
+        raise ApiError(503, "not_ready", "; ".join(problems))
+    return web.json_response({"ready": True})
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})

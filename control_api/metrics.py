@@ -1,0 +1,113 @@
+"""Prometheus metrics: the API's own requests, plus the sessions' frame rates and render times
+as their avatars report them (the `avatar.stats` participant attribute)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .errors import ERROR_CODE
+
+disable_created_metrics()  # the `_created` twin of every series is noise here
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# The per-session gauges: metric name suffix -> (key in avatar.stats, help).
+SESSION_GAUGES: Mapping[str, tuple[str, str]] = {
+    "delivered_fps": ("actual_fps", "Frames per second the avatar publishes"),
+    "render_ms_p50": ("render_ms_p50", "Median render time per frame, in milliseconds"),
+    "render_ms_p95": ("render_ms_p95", "95th percentile render time per frame, in milliseconds"),
+    "first_frame_latency_ms": (
+        "first_frame_latency_ms",
+        "Last utterance: first audio in to first frame out, in milliseconds",
+    ),
+    "repeated_frames": ("repeated_frames", "Frames shown again because a render was late"),
+}
+
+SessionStats = Callable[[], Iterable[tuple[str, Mapping[str, Any]]]]
+"""Yields (session_id, the avatar's latest stats) for every live session."""
+
+
+class _SessionCollector(Collector):
+    def __init__(self, sessions: SessionStats) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        snapshot = list(self._sessions())
+        active = GaugeMetricFamily("avatar_sessions_active", "Live avatar sessions")
+        active.add_metric([], len(snapshot))
+        yield active
+        for suffix, (key, help_text) in SESSION_GAUGES.items():
+            family = GaugeMetricFamily(f"avatar_session_{suffix}", help_text, labels=["session_id"])
+            for session_id, stats in snapshot:
+                value = stats.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    family.add_metric([session_id], float(value))
+            yield family
+
+
+class ApiMetrics:
+    def __init__(self, sessions: SessionStats) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "avatar_api_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "avatar_api_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "avatar_api_errors", "Error responses by code", ["code"], registry=self.registry
+        )
+        self.sessions_created = Counter(
+            "avatar_sessions_created", "Sessions created", registry=self.registry
+        )
+        self.registry.register(_SessionCollector(sessions))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def middleware(self) -> web.middleware:
+        @web.middleware
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+            start = time.perf_counter()
+            response = await handler(request)
+            route = _route_name(request)
+            if not isinstance(response, web.WebSocketResponse):  # its duration is the session's
+                self.duration.labels(request.method, route).observe(time.perf_counter() - start)
+            self.requests.labels(request.method, route, str(response.status)).inc()
+            code = response.get(ERROR_CODE)
+            if code:
+                self.errors.labels(code).inc()
+            return response
+
+        return measure
+
+
+def _route_name(request: web.Request) -> str:
+    """The route's pattern, so labels stay few: `/avatars/{session_id}`, not one per id."""
+    route = request.match_info.route
+    resource = route.resource
+    if resource is None:
+        return "unmatched"
+    return resource.canonical
