@@ -15,7 +15,9 @@ from livekit.agents import AgentServer
 
 FULL_LOAD = 0.7
 """The load at which LiveKit (server target and production worker threshold) sees a worker as
-full; reported once the worker runs its most sessions."""
+full; reported once the worker runs its most sessions. The worker keeps livekit-agents' own
+threshold: setting 0.7 in development too made one job still starting (a "reserved slot",
+counted as a whole threshold there) fill the worker."""
 
 
 def default_worker_sessions() -> int:

@@ -26,7 +26,7 @@ from renderers import RendererError
 
 from .assistant import AvatarAssistant, speak_chat_text
 from .avatar_source import AVATAR_ID_KEY, job_avatar_source, requested_avatar_id
-from .capacity import FULL_LOAD, session_load
+from .capacity import session_load
 from .config import Settings
 from .providers import describe, select_providers
 from .session_rpc import READY_ATTRIBUTE, register_session_rpc
@@ -45,13 +45,9 @@ def prewarm(proc: JobProcess) -> None:
 
 
 # Explicit dispatch by name, read at import because the decorator needs it.
-server = AgentServer(
-    setup_fnc=prewarm,
-    initialize_process_timeout=60.0,
-    load_fnc=session_load,
-    # Full at AVATAR_WORKER_SESSIONS sessions, in production as in development.
-    load_threshold=FULL_LOAD,
-)
+# The load threshold stays livekit-agents' own (0.7 in production, none in development):
+# session_load reaches it at AVATAR_WORKER_SESSIONS sessions.
+server = AgentServer(setup_fnc=prewarm, initialize_process_timeout=60.0, load_fnc=session_load)
 
 
 @server.rtc_session(agent_name=os.environ.get("AVATAR_AGENT_NAME", "avatar-agent"))

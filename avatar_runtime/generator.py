@@ -48,6 +48,8 @@ logger = logging.getLogger("avatar_runtime")
 
 _CLOCK_RESET_S = 0.3
 _QUEUE_LEAD_FRAMES = 2
+_RESYNC_AFTER_LATE = 2
+"""Frames in a row asked for past their deadline before the clock follows the consumer."""
 
 IDLE_AUDIO_KEY = "avatar.idle"
 """Set in `AudioFrame.userdata` of the silent audio that accompanies idle frames."""
@@ -104,6 +106,7 @@ class AvatarVideoGenerator(VideoGenerator):
         self._batch_size = max(1, caps.batch_size)
         self._render_wait = self.options.render_wait_s
         self._clock_anchor: tuple[float, int] | None = None
+        self._late_streak = 0
         # A callable returning the current Expression, so emotion changes reach the next frame.
         self._expression = expression or (lambda: Expression())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render")
@@ -189,8 +192,9 @@ class AvatarVideoGenerator(VideoGenerator):
                 self.options.width,
                 self.options.height,
                 rtc.VideoBufferType.RGBA,
-                # No copy: the frame keeps a view, and pictures are never modified once made.
-                memoryview(np.ascontiguousarray(pixels)).cast("B"),
+                # livekit-rtc copies this into a buffer it can address (one copy per frame,
+                # whatever is passed: a view of a numpy array is not one it can).
+                np.ascontiguousarray(pixels).data,
             )
             yield video
             # Cleared while its picture was being queued: its speech must not play after the
@@ -211,8 +215,29 @@ class AvatarVideoGenerator(VideoGenerator):
         if self._clock_anchor is None or now > self._frame_time(index) + _CLOCK_RESET_S:
             # First frame, or the consumer stalled: restart the clock instead of catching up.
             # The consumer is about to refill its queues, so this frame plays that much later.
-            self._clock_anchor = (now + _QUEUE_LEAD_FRAMES / self.options.fps, index)
-        return self._frame_time(index) - 1.0 / self.options.fps + self._render_wait
+            self._restart_clock(now, index)
+        deadline = self._frame_time(index) - 1.0 / self.options.fps + self._render_wait
+        if now < deadline:
+            self._late_streak = 0
+            return deadline
+        self._late_streak += 1
+        if self._late_streak >= _RESYNC_AFTER_LATE and self._renders_keep_up():
+            # Frames keep being asked for after their deadline although renders are quick: a
+            # shorter stall shifted the consumer for good (audio cannot play faster to make it
+            # up). Follow its pace; otherwise every later frame would repeat the last picture,
+            # its render never started. A slow renderer is another matter: its frames are late
+            # because of it, and repeating pictures is what keeps the audio on time.
+            self._restart_clock(now, index)
+            deadline = self._frame_time(index) - 1.0 / self.options.fps + self._render_wait
+        return deadline
+
+    def _renders_keep_up(self) -> bool:
+        recent = list(self.stats.render_ms)[-5:]
+        return not recent or max(recent) < 500.0 / self.options.fps  # under half a frame
+
+    def _restart_clock(self, now: float, index: int) -> None:
+        self._clock_anchor = (now + _QUEUE_LEAD_FRAMES / self.options.fps, index)
+        self._late_streak = 0
 
     def _frame_time(self, index: int) -> float:
         assert self._clock_anchor is not None

@@ -359,8 +359,8 @@ class SessionLink:
         if not isinstance(participant, rtc.RemoteParticipant):
             return
         self._notice(participant)
-        if participant.identity != self._avatar_identity:
-            return
+        if participant.identity != self._avatar_identity or not self._subscribers:
+            return  # nobody to tell: GET reads the attributes themselves
         changes = _state_from(changed, partial=True)
         if not changes:
             return
@@ -447,6 +447,9 @@ class SessionHub:
         record = SessionRecord.from_room(rooms[0]) if rooms else None
         if record is None:
             raise ApiError(404, "session_not_found", f"no session named '{session_id}'")
+        link = self._links.get(session_id)  # attached by a concurrent request meanwhile?
+        if link is not None and not link.closed.is_set():
+            return link
         return await self._attach(record)
 
     async def create(self, session_id: str, avatar_id: str) -> SessionLink:

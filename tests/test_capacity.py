@@ -30,4 +30,3 @@ def test_default_capacity_follows_the_cores(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_the_worker_reports_sessions_not_cpu() -> None:
     assert server._load_fnc is session_load  # noqa: SLF001 - the AgentServer's own setting
-    assert server._load_threshold == FULL_LOAD  # noqa: SLF001

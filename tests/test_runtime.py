@@ -268,6 +268,31 @@ async def test_slow_renderer_repeats_pictures_but_never_delays_audio() -> None:
     assert "MainThread" not in renderer.thread_names
 
 
+async def test_pictures_stay_fresh_after_a_short_consumer_stall() -> None:
+    # A 150 ms stall (a busy event loop at start-up), after which the consumer keeps its pace
+    # but never makes the time up, as audio cannot. Renders must resume, not every later
+    # frame be a repeat of the last picture.
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))
+    renderer.capabilities = RendererCapabilities(sample_rate=16000, batch_size=1)
+    generator = AvatarVideoGenerator(renderer, RuntimeOptions(64, 64, FPS, OUT_RATE))
+    stream = generator.__aiter__()
+    frames = 0
+    repeats_after_stall: list[int] = []
+    while frames < 75:
+        item = await stream.__anext__()
+        if not isinstance(item, rtc.VideoFrame):
+            continue
+        frames += 1
+        await asyncio.sleep(1 / FPS + (0.15 if frames == 10 else 0.0))
+        if frames == 30:
+            settled = generator.stats.repeated_frames
+        if frames > 30:
+            repeats_after_stall.append(generator.stats.repeated_frames - settled)
+    await generator.aclose()
+    # A few repeats while the clock follows (this consumer also drifts, sleeps overshoot).
+    assert repeats_after_stall[-1] <= 4, f"{repeats_after_stall[-1]} of 45 frames were repeats"
+
+
 async def test_crashing_renderer_keeps_audio_flowing() -> None:
     renderer = RecordingRenderer(VideoFormat(64, 64, FPS), fail_every=3)
     renderer.capabilities = RendererCapabilities(sample_rate=16000, batch_size=1)
