@@ -250,7 +250,9 @@ def control_api_section(results: dict) -> str:
         "",
         "Change to frame: from the HTTP response to the first frame a LiveKit viewer receives "
         "that shows the change, so VP8 encoding, the SFU, decoding and the viewer's jitter "
-        "buffer are included. Goal: < 100 ms.",
+        "buffer are included. Goal: < 100 ms. The background is composited as each frame is "
+        "sent; an emotion goes into frames planned from then on, behind the ~100 ms of frames "
+        "the pacer holds to keep audio smooth, and eases in (counted at a quarter of the way).",
     ]
     return "\n".join(parts) + "\n"
 
