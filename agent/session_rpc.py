@@ -18,7 +18,6 @@ session is not running or refuses the interruption; INTERNAL_ERROR (2500) for an
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 
 from livekit import rtc
@@ -33,8 +32,6 @@ from avatar_runtime.controls import (
     payload_object,
     run_interrupt,
 )
-
-logger = logging.getLogger("avatar-agent")
 
 SAY = "agent.say"
 INTERRUPT = "agent.interrupt"
@@ -82,12 +79,6 @@ def register_session_rpc(
     async def interrupt(payload: str) -> str:
         if payload.strip():
             payload_object(payload, required=frozenset())
-        speech = session.current_speech
-        logger.info(
-            "agent.interrupt: current speech %s (done=%s)",
-            speech.id if speech is not None else None,
-            speech.done() if speech is not None else None,
-        )
         await run_interrupt(session.interrupt)
         return json.dumps({"interrupted": True})
 
