@@ -10,8 +10,10 @@ every second it runs, so capacity is a number of sessions: `AVATAR_WORKER_SESSIO
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from livekit.agents import AgentServer
+if TYPE_CHECKING:  # the preflight imports this module; livekit.agents takes a second
+    from livekit.agents import AgentServer
 
 FULL_LOAD = 0.7
 """The load at which LiveKit (server target and production worker threshold) sees a worker as

@@ -21,7 +21,7 @@ from avatar_runtime.controls import (
 
 from .context import AVATARS, BACKGROUNDS, HUB, METRICS, SETTINGS
 from .errors import ApiError
-from .sessions import SessionLink
+from .sessions import DEFAULT_STATE, SessionLink
 from .tokens import mint_token, new_identity
 from .validation import (
     ID_PATTERN,
@@ -37,7 +37,6 @@ log = logging.getLogger("control_api")
 
 AGENT_SAY = "agent.say"
 AGENT_INTERRUPT = "agent.interrupt"
-_STATE_FIELDS = ("emotion", "intensity", "background", "speaking")
 _WS_HEARTBEAT_S = 20.0
 
 
@@ -52,7 +51,7 @@ def _answered(answer: Any) -> dict[str, Any]:
     """The state fields of an avatar's RPC answer."""
     if not isinstance(answer, dict):
         return {}
-    return {k: answer[k] for k in _STATE_FIELDS if k in answer}
+    return {k: answer[k] for k in DEFAULT_STATE if k in answer}
 
 
 async def create_session(request: web.Request) -> web.Response:

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import io
-import socket
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from control_api import Settings, create_app
+from tests.livekit_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}
 
 
-def closed_port() -> int:
-    """A loopback port with (almost certainly) nothing listening on it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
-        "livekit_url": f"ws://127.0.0.1:{closed_port()}",
+        "livekit_url": f"ws://127.0.0.1:{free_port()}",
         "public_livekit_url": "wss://livekit.example.test",
         "livekit_api_key": "test-key",
         "livekit_api_secret": "test-secret-0123456789-0123456789-abcdef",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.livekit_server import LiveKitServer, log_tail, pdeathsig_preexec, stop_process
+from tests.livekit_server import (
+    LiveKitServer,
+    free_port,
+    log_tail,
+    pdeathsig_preexec,
+    stop_process,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,12 +35,6 @@ class ControlApi:
 
     def headers(self) -> dict[str, str]:
         return {"X-API-Key": self.api_key}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -58,7 +57,7 @@ def running_control_api(
     avatar directories (unless `extra_env` names others); stop it when the block ends."""
     work = Path(tempfile.mkdtemp(prefix="control-api-"))
     api_key = secrets.token_urlsafe(16)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **server.env(),

@@ -99,6 +99,13 @@ def find_server_binary() -> str | None:
     return None
 
 
+def free_port() -> int:
+    """A free loopback TCP port (nothing listens on it until someone binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _free_ports() -> tuple[int, int, int]:
     """Free loopback ports: (signalling TCP, ICE TCP, ICE UDP), held together while chosen."""
     with contextlib.ExitStack() as stack:

@@ -4,20 +4,13 @@ and registers our worker."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.livekit_server import LiveKitServer
+from tests.livekit_server import LiveKitServer, free_port
 from tests.worker_process import REPO, running_worker
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start_agent(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +32,7 @@ def _env(**overrides: str) -> dict[str, str]:
         "PYTHONPATH": str(REPO),
         # An address nobody listens on, so a config check that wrongly passed would still
         # fail here, but on the reachability line, which the assertions tell apart.
-        "LIVEKIT_URL": f"ws://127.0.0.1:{_free_port()}",
+        "LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}",
     }
     env.update(overrides)
     return env
