@@ -9,14 +9,21 @@ How a frame is made:
   has arrived, otherwise an idle frame. Speech is planned a few frames ahead so renders overlap;
   idle frames are planned only when frame n is due, so new speech starts on the very next frame.
 - *Rendering* runs the renderer on a worker thread, never on the event loop, batching
-  consecutive speech frames up to the renderer's preferred batch size.
+  consecutive speech frames up to the renderer's preferred batch size. The emotion is read as
+  a render starts.
 - *Emitting* hands frame n out when the consumer asks for it. If its render is not ready by the
   frame's deadline on a steady 1/fps clock, the latest finished picture is repeated and counted,
   so a slow renderer costs picture freshness, never audio timing.
 
+By default each picture goes out just before its audio, as `rtc.AVSynchronizer` expects. The
+publisher instead asks for the audio a queue's length ahead (`lead_audio`): its audio source
+buffers that much, so the picture owed for audio handed out then is the one due on screen now,
+and renders start only about a render's time before that. A change of emotion therefore shows
+on the next frames out rather than after ~100 ms of queued pictures.
+
 Pictures leave as the renderer drew them (RGBA); the publisher puts them over the current
 background as each one is sent (`avatar_runtime.pacer`), so a background change shows on the
-next frame out even though speech is rendered ahead.
+next frame out even when a slow renderer draws ahead.
 
 Idle frames carry silent audio by default, so the published audio never stops. That keeps the
 audio and video queues of the publisher's pacer (avatar_runtime.pacer) equally full at all
@@ -27,12 +34,14 @@ stay in sync").
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from livekit import rtc
@@ -50,6 +59,10 @@ _CLOCK_RESET_S = 0.3
 _QUEUE_LEAD_FRAMES = 2
 _RESYNC_AFTER_LATE = 2
 """Frames in a row asked for past their deadline before the clock follows the consumer."""
+
+_RENDER_WHEN_DUE = 0.3
+"""With an audio lead, renders shorter than this many frames start only once their picture is
+due (it may wait half a frame for them); longer ones start ahead of it."""
 
 IDLE_AUDIO_KEY = "avatar.idle"
 """Set in `AudioFrame.userdata` of the silent audio that accompanies idle frames."""
@@ -79,7 +92,8 @@ class _Plan:
     in_flight: bool = False
     rendered: bool = False  # its render finished (pixels may still be None if it failed)
     discarded: bool = False  # its speech was cleared by an interruption
-    emitted: bool = False
+    audio_out: bool = False  # its audio has been handed out
+    emitted: bool = False  # its picture has been handed out
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -91,7 +105,7 @@ class AvatarVideoGenerator(VideoGenerator):
         *,
         expression: Callable[[], Expression] | None = None,
     ) -> None:
-        """`expression` returns the current Expression, read as each frame is planned."""
+        """`expression` returns the current Expression, read as each render starts."""
         self.options = options or RuntimeOptions()
         self._renderer = renderer
         caps = renderer.capabilities
@@ -111,9 +125,12 @@ class AvatarVideoGenerator(VideoGenerator):
         self._expression = expression or (lambda: Expression())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render")
 
-        self._plans: deque[_Plan] = deque()  # planned and not yet emitted, in frame order
+        self._plans: deque[_Plan] = deque()  # planned, audio not yet out, in frame order
+        self._playing: deque[_Plan] = deque()  # audio out, picture not yet (audio lead only)
+        self._audio_lead = 0
         self._next_index = 0
-        self._emitted = -1
+        self._emitted = -1  # the last frame whose audio is out
+        self._accepted = -1  # the last frame whose audio the consumer took (audio lead only)
         self._segment_ends: deque[int] = deque()  # yield AudioSegmentEnd once this frame is out
         self._last_segment = 0
         self._planned_position = 0  # speech samples (render rate) planned so far
@@ -138,11 +155,15 @@ class AvatarVideoGenerator(VideoGenerator):
     def clear_buffer(self) -> None:
         """Drop queued speech and planned frames; the next frame out is idle."""
         self._speech.clear()
-        for plan in self._plans:
+        # With an audio lead, pictures still owed for audio already out go too: the consumer
+        # drops that audio along with its queue (AvatarPublisher does).
+        for plan in (*self._playing, *self._plans):
             plan.discarded = True
             plan.done.set()
+        self._playing.clear()
         self._plans.clear()
         self._next_index = self._emitted + 1
+        self._accepted = self._emitted
         self._planned_position = self._emitted_position
         while self._segment_ends and self._segment_ends[-1] > self._emitted:
             self._segment_ends.pop()
@@ -151,7 +172,24 @@ class AvatarVideoGenerator(VideoGenerator):
         self.stats.interruptions += 1
 
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
-        return self._stream()
+        return self._audio_first_stream() if self._audio_lead else self._paired_stream()
+
+    def lead_audio(self, frames: int) -> None:
+        """Hand each frame's audio out `frames` frames before its picture.
+
+        For a consumer that buffers that much audio but sends pictures as they come (the
+        publisher's FramePacer): each picture is then drawn just before it is shown, so an
+        emotion change reaches the next frame out instead of waiting behind ~100 ms of queued
+        pictures. 0 (the default) hands out each picture, then its audio, which is what
+        `rtc.AVSynchronizer` expects. Call it before reading frames.
+        """
+        if frames < 0:
+            raise ValueError("frames must be >= 0")
+        if frames and not self.options.idle_audio:
+            raise ValueError("an audio lead needs idle audio: it is what paces the pictures")
+        if self._render_task is not None:
+            raise RuntimeError("lead_audio must be called before the first frame is read")
+        self._audio_lead = frames
 
     async def aclose(self) -> None:
         if self._closed:
@@ -169,9 +207,15 @@ class AvatarVideoGenerator(VideoGenerator):
 
     # -- emitting ----------------------------------------------------------------------------
 
-    async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+    def _start_rendering(self) -> None:
         if self._render_task is None:
             self._render_task = asyncio.create_task(self._render_loop(), name="avatar-render")
+
+    async def _paired_stream(
+        self,
+    ) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        """Each frame's picture, then its audio."""
+        self._start_rendering()
         while not self._closed:
             while self._segment_ends and self._segment_ends[0] <= self._emitted:
                 self._segment_ends.popleft()
@@ -179,30 +223,76 @@ class AvatarVideoGenerator(VideoGenerator):
 
             plan = self._plans[0] if self._plans else self._plan_next(allow_idle=True)
             assert plan is not None
-            pixels = await self._picture_for(plan)
+            pixels = await self._picture_by(plan, self._deadline(plan.index))
             if plan.discarded:
                 continue  # cleared while we waited for its picture: plan this frame again
             if self._plans and self._plans[0] is plan:
                 self._plans.popleft()
-            plan.emitted = True
-            self._emitted = plan.index
-            self._count(plan)
+            self._audio_out(plan)
             clears = self._clears
-            video = rtc.VideoFrame(
-                self.options.width,
-                self.options.height,
-                rtc.VideoBufferType.RGBA,
-                # livekit-rtc copies this into a buffer it can address (one copy per frame,
-                # whatever is passed: a view of a numpy array is not one it can).
-                np.ascontiguousarray(pixels).data,
-            )
-            yield video
+            yield self._video_frame(plan, pixels)
             # Cleared while its picture was being queued: its speech must not play after the
             # interruption, so its window goes out silent.
             audio = self._audio_for(plan, silent=self._clears != clears)
             if audio is not None:
                 yield audio
             self._plan_ahead()
+
+    async def _audio_first_stream(
+        self,
+    ) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        """Each frame's audio, and `_audio_lead` frames later its picture (see `lead_audio`).
+
+        The consumer takes audio only as fast as it plays, so the picture owed for audio that
+        went out `_audio_lead` frames ago is the one playing now. Renders start only a little
+        before their picture is due (`_render_limit`), and read the expression as they start.
+        """
+        self._start_rendering()
+        due_wait = 0.5 / self.options.fps + self._render_wait
+        while not self._closed:
+            while self._playing and self._playing[0].index <= self._emitted - self._audio_lead:
+                plan = self._playing[0]
+                pixels = await self._picture_by(plan, time.perf_counter() + due_wait)
+                if plan.discarded:
+                    continue  # cleared while we waited: the queue it was in is empty now
+                self._playing.popleft()
+                yield self._video_frame(plan, pixels)
+
+            while self._segment_ends and self._segment_ends[0] <= self._emitted:
+                self._segment_ends.popleft()
+                yield AudioSegmentEnd()
+
+            if not self._plans:
+                self._plan_next(allow_idle=True)
+            plan = self._plans.popleft()
+            self._audio_out(plan)
+            self._playing.append(plan)
+            audio = self._audio_for(plan)
+            assert audio is not None  # idle audio is on (lead_audio checks)
+            yield audio
+            # Taken: the consumer had room for it, so the picture `_audio_lead` frames back is
+            # due on screen now.
+            self._accepted = plan.index
+            self._work.set()
+            self._plan_ahead()
+
+    def _audio_out(self, plan: _Plan) -> None:
+        plan.audio_out = True
+        self._emitted = plan.index
+        if plan.speech is not None:
+            self._emitted_position = plan.request.speech_position + plan.speech.window_length
+
+    def _video_frame(self, plan: _Plan, pixels: np.ndarray) -> rtc.VideoFrame:
+        plan.emitted = True
+        self._count(plan)
+        return rtc.VideoFrame(
+            self.options.width,
+            self.options.height,
+            rtc.VideoBufferType.RGBA,
+            # livekit-rtc copies this into a buffer it can address (one copy per frame,
+            # whatever is passed: a view of a numpy array is not one it can).
+            np.ascontiguousarray(pixels).data,
+        )
 
     def _deadline(self, index: int) -> float:
         """When frame `index` must leave, on the emitter's clock.
@@ -244,8 +334,9 @@ class AvatarVideoGenerator(VideoGenerator):
         anchor_time, anchor_index = self._clock_anchor
         return anchor_time + (index - anchor_index) / self.options.fps
 
-    async def _picture_for(self, plan: _Plan) -> np.ndarray:
-        deadline = self._deadline(plan.index)
+    async def _picture_by(self, plan: _Plan, deadline: float) -> np.ndarray:
+        """The plan's picture once rendered, waiting until `deadline` at most; past it, the
+        latest picture again (counted as a repeat)."""
         if plan.pixels is None:
             if self._latest_pixels is None:
                 await plan.done.wait()  # nothing to repeat yet: the very first frame waits
@@ -293,7 +384,6 @@ class AvatarVideoGenerator(VideoGenerator):
             stats.idle_frames += 1
             return
         stats.speech_frames += 1
-        self._emitted_position = plan.request.speech_position + plan.speech.window_length
         if plan.speech.frame_in_segment == 0:
             stats.segments += 1
             latency = (time.perf_counter() - plan.speech.first_audio_at) * 1000.0
@@ -323,7 +413,6 @@ class AvatarVideoGenerator(VideoGenerator):
                 speech_position=self._planned_position,
                 segment=window.segment,
                 segment_position=window.segment_position,
-                expression=self._expression(),
             )
             self._planned_position += window.window_length
             if window.last:
@@ -336,7 +425,6 @@ class AvatarVideoGenerator(VideoGenerator):
                 window_length=0,
                 speech_position=self._planned_position,
                 segment=self._last_segment,
-                expression=self._expression(),
             )
         plan = _Plan(index=index, request=request, speech=window)
         self._plans.append(plan)
@@ -355,10 +443,14 @@ class AvatarVideoGenerator(VideoGenerator):
                 for plan in batch:
                     plan.in_flight = True
                 reset, self._reset_renderer = self._reset_renderer, False
+                # Read as the render starts, not when the frame was planned: with an audio
+                # lead that is a few milliseconds before the picture is shown.
+                expression = self._expression()
+                requests = [replace(plan.request, expression=expression) for plan in batch]
                 started = time.perf_counter()
                 try:
                     pictures = await loop.run_in_executor(
-                        self._executor, self._render_batch, [p.request for p in batch], reset
+                        self._executor, self._render_batch, requests, reset
                     )
                 except Exception:
                     # A broken renderer must not take the session down: keep showing the last
@@ -382,7 +474,10 @@ class AvatarVideoGenerator(VideoGenerator):
 
     def _next_batch(self) -> list[_Plan]:
         batch: list[_Plan] = []
-        for plan in self._plans:
+        limit = self._render_limit()
+        for plan in itertools.chain(self._playing, self._plans):
+            if plan.index > limit:
+                break
             if plan.rendered or plan.in_flight:
                 if batch:
                     break
@@ -391,6 +486,25 @@ class AvatarVideoGenerator(VideoGenerator):
             if len(batch) >= self._batch_size or plan.speech is None:
                 break
         return batch
+
+    def _render_limit(self) -> float:
+        """The last frame a render may start on now.
+
+        Paired, any planned frame: its picture goes out before its audio. With an audio lead,
+        only frames due within about one render's time, so that each picture is drawn as late
+        as it safely can be and shows the expression of that moment.
+        """
+        if not self._audio_lead:
+            return math.inf
+        due = self._accepted - self._audio_lead  # the picture playing now
+        recent = list(self.stats.render_ms)[-10:]
+        if not recent:
+            return due + self._batch_size  # no measure yet: one frame ahead
+        batch_frames = max(recent) * self._batch_size * self.options.fps / 1000.0
+        # A render well inside the half frame a due picture may wait for starts when it is
+        # due; a slower one starts as many frames ahead as it takes.
+        ahead = 0 if batch_frames < _RENDER_WHEN_DUE else math.ceil(batch_frames)
+        return due + self._batch_size - 1 + ahead
 
     def _render_batch(self, requests: list[FrameRequest], reset: bool) -> list[np.ndarray]:
         if reset:

@@ -47,9 +47,9 @@ class FramePacer:
         self._audio_source = audio_source
         self._video_source = video_source
         self._interval = 1.0 / fps
-        self._queue: asyncio.Queue[rtc.VideoFrame] = asyncio.Queue(
-            maxsize=max(1, int(fps * queue_size_ms / 1000))
-        )
+        self.queue_frames = max(1, int(fps * queue_size_ms / 1000))
+        """Frames of audio the source buffers, and at most as many pictures waiting here."""
+        self._queue: asyncio.Queue[rtc.VideoFrame] = asyncio.Queue(maxsize=self.queue_frames)
         self._finish = finish
         self._finish_cost_s = 0.0
         self._next_slot: float | None = None

@@ -72,6 +72,9 @@ class AvatarPublisher:
             queue_size_ms=queue_size_ms,
             finish=self._background_stage.finish_frame if self._background_stage else None,
         )
+        # The audio source holds this many frames of audio; with the generator's audio that
+        # far ahead of its pictures, each picture is drawn just before it is sent.
+        video_gen.lead_audio(self._pacer.queue_frames)
         self._stats_interval = stats_interval_s
         self._playing = False
         self._position = 0.0

@@ -17,7 +17,14 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd
 
 from avatar_runtime import IDLE_AUDIO_KEY, AvatarVideoGenerator, FrameTimeline, RuntimeOptions
-from renderers import FrameRequest, Renderer, RendererCapabilities, VideoFormat, create
+from renderers import (
+    Expression,
+    FrameRequest,
+    Renderer,
+    RendererCapabilities,
+    VideoFormat,
+    create,
+)
 from renderers.testcard import read_stamp
 
 FPS = 30
@@ -370,3 +377,103 @@ async def test_a_frame_cleared_after_its_picture_went_out_sends_silence_not_its_
     assert (audio.userdata or {}).get(IDLE_AUDIO_KEY), "speech played after clear_buffer"
     assert audio.samples_per_channel == speech.samples_per_channel  # A/V queues stay level
     assert not np.frombuffer(audio.data, dtype=np.int16).any()
+
+
+# -- audio lead (how AvatarPublisher reads the generator) ---------------------------------------
+
+LEAD = 3
+
+
+def stamp_of(frame: rtc.VideoFrame, width: int, height: int):
+    return read_stamp(np.frombuffer(frame.data, dtype=np.uint8).reshape(height, width, 4))
+
+
+async def test_with_an_audio_lead_each_picture_comes_the_lead_after_its_own_audio() -> None:
+    generator = AvatarVideoGenerator(
+        create("testcard", VideoFormat(256, 128, FPS)), unpaced(256, 128)
+    )
+    generator.lead_audio(LEAD)
+    for frame in frames_of(tone_burst_audio(1.0, [0.5])):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+    items = await collect(generator, until=lambda items: count(items, "video") >= 45)
+    await generator.aclose()
+
+    # Audio of frames 0..LEAD-1 first; then each picture k follows the audio of frame k+LEAD.
+    kinds = [k for k, _, _ in items if k != "end"]
+    assert kinds[:LEAD] == ["audio"] * LEAD
+    assert kinds[LEAD:] == ["audio", "video"] * ((len(kinds) - LEAD) // 2)
+    stamps = [stamp_of(f, 256, 128) for k, f, _ in items if k == "video"]
+    assert [s.frame_index for s in stamps] == list(range(len(stamps)))
+    # Still exactly paired: the speech pictures carry the speech positions of their own audio.
+    speech_stamps = [s for s in stamps if s.speech]
+    timeline = FrameTimeline(16000, FPS)
+    assert [s.speech_position for s in speech_stamps] == [
+        timeline.boundary(k) for k in range(len(speech_stamps))
+    ]
+    assert len(speech_audio(items)) == 30
+
+
+async def test_with_an_audio_lead_a_picture_shows_an_expression_set_after_its_audio_left() -> None:
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))
+    renderer.capabilities = RendererCapabilities(sample_rate=16000, batch_size=1)
+    current = [Expression("neutral", 0.0)]
+    generator = AvatarVideoGenerator(renderer, unpaced(), expression=lambda: current[0])
+    generator.lead_audio(LEAD)
+    stream = generator.__aiter__()
+    audio_frames = 0
+    while audio_frames < 30:
+        if isinstance(await stream.__anext__(), rtc.AudioFrame):
+            audio_frames += 1
+    # Frame 29's audio is out (frames 0..29); pictures up to ~26 are out or being drawn.
+    current[0] = Expression("happy", 1.0)
+    pictures = 0
+    while pictures < 10:
+        if isinstance(await stream.__anext__(), rtc.VideoFrame):
+            pictures += 1
+    await generator.aclose()
+
+    by_index = {r.index: r.expression.emotion for r in renderer.requests}
+    # The picture of a frame whose audio left before the change is drawn after it.
+    assert by_index[29 - LEAD + 2] == "happy"
+    assert by_index[29] == "happy"
+    assert by_index[10] == "neutral"
+
+
+async def test_with_an_audio_lead_an_interruption_drops_the_pictures_still_owed() -> None:
+    generator = AvatarVideoGenerator(
+        create("testcard", VideoFormat(256, 128, FPS)), unpaced(256, 128)
+    )
+    generator.lead_audio(LEAD)
+    for frame in frames_of(tone_burst_audio(3.0, [])):
+        await generator.push_audio(frame)
+    await generator.push_audio(AudioSegmentEnd())
+    before = await collect(generator, until=lambda items: len(speech_audio(items)) >= 20)
+    last_audio_out = 19  # frames 0..19 are speech, and their audio is out
+
+    generator.clear_buffer()
+    after = await collect(generator, until=lambda items: count(items, "video") >= 10)
+    await generator.aclose()
+
+    assert speech_audio(after) == []
+    shown = [stamp_of(f, 256, 128) for k, f, _ in before + after if k == "video"]
+    # No picture of a cleared frame (one whose audio the consumer threw away) goes out, and
+    # the pictures after the interruption are idle and in order.
+    indexes = [s.frame_index for s in shown]
+    assert indexes == sorted(indexes)
+    cleared = set(range(last_audio_out - LEAD + 1, last_audio_out + 1))
+    assert not cleared & set(indexes), (
+        f"pictures of cleared frames went out: {cleared & set(indexes)}"
+    )
+    assert all(not s.speech for s in shown[-10:])
+
+
+def test_lead_audio_needs_idle_audio_and_must_come_before_reading() -> None:
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))
+    silent_idle = AvatarVideoGenerator(
+        renderer, RuntimeOptions(64, 64, FPS, OUT_RATE, idle_audio=False)
+    )
+    with pytest.raises(ValueError, match="idle audio"):
+        silent_idle.lead_audio(LEAD)
+    with pytest.raises(ValueError):
+        AvatarVideoGenerator(renderer, unpaced()).lead_audio(-1)
