@@ -405,15 +405,7 @@ class AvatarVideoGenerator(VideoGenerator):
         index = self._next_index
         if window is not None:
             self._last_segment = window.segment
-            request = FrameRequest(
-                index=index,
-                audio=window.render_audio,
-                window_offset=window.window_offset,
-                window_length=window.window_length,
-                speech_position=self._planned_position,
-                segment=window.segment,
-                segment_position=window.segment_position,
-            )
+            request = window.frame_request(index=index, speech_position=self._planned_position)
             self._planned_position += window.window_length
             if window.last:
                 self._segment_ends.append(index)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from livekit import rtc
 
+from renderers import Expression, FrameRequest
+
 from .timeline import FrameTimeline, SampleBuffer
 
 
@@ -37,6 +39,23 @@ class SpeechWindow:
     """True for the final frame of a finished utterance."""
     first_audio_at: float
     """perf_counter() when the utterance's first audio reached the runtime."""
+
+    def frame_request(
+        self, *, index: int, speech_position: int, expression: Expression | None = None
+    ) -> FrameRequest:
+        """The renderer's request for this window shown as frame `index`, after
+        `speech_position` renderer-rate samples of speech (the live generator and offline
+        renders build their requests alike)."""
+        return FrameRequest(
+            index=index,
+            audio=self.render_audio,
+            window_offset=self.window_offset,
+            window_length=self.window_length,
+            speech_position=speech_position,
+            segment=self.segment,
+            segment_position=self.segment_position,
+            expression=expression or Expression(),
+        )
 
 
 class _Resampler:

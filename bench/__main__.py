@@ -20,11 +20,22 @@ import psutil
 
 from tests.livekit_server import running_livekit_server
 
-from . import control_api, foundation, meshwarp, sync_compare
-from .report import control_api_section, foundation_section, meshwarp_section, write_section
+from . import control_api, foundation, meshwarp, offline_render, preparation, sync_compare
+from . import jobs as jobs_bench
+from .report import (
+    control_api_section,
+    foundation_section,
+    jobs_section,
+    meshwarp_section,
+    offline_render_section,
+    preparation_section,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+SERVERLESS = {"offline_render", "jobs", "preparation"}
+"""Benchmarks that need no livekit-server."""
 
 
 def main() -> int:
@@ -36,14 +47,25 @@ def main() -> int:
         help="concurrent sessions to measure (the viewers decoding every frame share the CPU)",
     )
     parser.add_argument(
-        "--only", choices=["foundation", "meshwarp", "control_api"], action="append"
+        "--only",
+        choices=["foundation", "meshwarp", "control_api", "offline_render", "jobs", "preparation"],
+        action="append",
     )
     parser.add_argument("--meshwarp-sessions", default="1,2,4,6")
     args = parser.parse_args()
     sessions = [int(n) for n in args.sessions.split(",") if n]
-    only = set(args.only or ["foundation", "meshwarp", "control_api"])
+    only = set(
+        args.only
+        or ["foundation", "meshwarp", "control_api", "offline_render", "jobs", "preparation"]
+    )
 
     jobs = []
+    if "jobs" in only:
+        jobs.append(("jobs", lambda server: jobs_bench.run(), jobs_section))
+    if "preparation" in only:
+        jobs.append(("preparation", lambda server: preparation.run(), preparation_section))
+    if "offline_render" in only:
+        jobs.append(("offline_render", lambda server: offline_render.run(), offline_render_section))
     if "control_api" in only:
         jobs.append(("control_api", control_api.run, control_api_section))
     if "meshwarp" in only:
@@ -62,7 +84,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name, job, section in jobs:
         try:
-            results = {**_header(), **asyncio.run(_with_server(job))}
+            measured = job(None) if name in SERVERLESS else _with_server(job)
+            results = {**_header(), **asyncio.run(measured)}
         except BaseException as error:  # pytest's skip/fail outcomes are BaseExceptions
             if isinstance(error, KeyboardInterrupt):
                 raise

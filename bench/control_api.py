@@ -36,6 +36,8 @@ LOAD_SECONDS = 10.0
 SESSIONS_TO_CREATE = 20
 CREATE_CONCURRENCY = 4
 TRIALS = 10
+MIXED_RUNS = 3
+SETTLE_S = 3.0
 # meshwarp at 512x512: the top-left corner of the astronaut portrait is background.
 CORNER = (0.0, 0.0, 0.12, 0.12)
 FACE = (0.3, 0.2, 0.7, 0.75)
@@ -227,9 +229,19 @@ async def _create_session_for_load(api: ControlApi) -> str:
         for _ in range(300):  # until the avatar answers controls
             async with http.get(f"/avatars/{sid}") as resp:
                 if (await resp.json())["avatar_connected"]:
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise TimeoutError("the avatar never joined")
+        # The agent's job is still starting up (TTS, VAD) and greeting: measure the session
+        # it settles into, not its first seconds.
+        await asyncio.sleep(SETTLE_S)
+        for _ in range(300):
+            async with http.get(f"/avatars/{sid}") as resp:
+                if not (await resp.json())["speaking"]:
                     return sid
             await asyncio.sleep(0.1)
-    raise TimeoutError("the avatar never joined")
+    raise TimeoutError("the avatar never stopped speaking")
 
 
 async def run(server: LiveKitServer) -> dict:
@@ -244,8 +256,9 @@ async def run(server: LiveKitServer) -> dict:
     }
     results: dict = {}
     with running_control_api(server, env, extra_args=["--no-access-log"]) as api:
-        print("bench: control API sessions created per second (no agent)", flush=True)
-        results["sessions"] = await sessions_per_second(api)
+        # Session creation runs last: tearing 20 rooms down keeps the control API's LiveKit
+        # SDK busy (~45% of a core, a thousand threads) for several seconds afterwards, which
+        # the latency runs would otherwise measure.
         with running_worker(server, ["-m", "agent", "dev"], env):
             sid = await _create_session_for_load(api)
             print(f"bench: control API GET at {TARGET_RPS}/s from {CLIENTS} clients", flush=True)
@@ -259,11 +272,20 @@ async def run(server: LiveKitServer) -> dict:
                     return "emotion", f"POST /avatars/{sid}/emotion", body
                 return "get", f"GET /avatars/{sid}", None
 
-            results["mixed"] = await load(api, mixed)
+            runs = [await load(api, mixed) for _ in range(MIXED_RUNS)]
+            # Runs differ widely on two shared cores: report the median one and every p99.
+            runs.sort(key=lambda run: run["latency_ms"]["get"]["p99"])
+            results["mixed"] = runs[len(runs) // 2]
+            results["mixed_p99_ms"] = {
+                kind: sorted(run["latency_ms"][kind]["p99"] for run in runs)
+                for kind in results["mixed"]["latency_ms"]
+            }
             async with aiohttp.ClientSession(base_url=api.base_url, headers=api.headers()) as h:
                 async with h.delete(f"/avatars/{sid}"):
                     pass
             print("bench: control API change-to-frame at a viewer (meshwarp)", flush=True)
             results["change_to_frame"] = await change_to_frame(api, server)
+        print("bench: control API sessions created per second (no agent)", flush=True)
+        results["sessions"] = await sessions_per_second(api)
     results["cpu_count"] = os.cpu_count()
     return results

@@ -1,4 +1,5 @@
-"""`python -m control_api [--host 127.0.0.1] [--port 8080]`"""
+"""`python -m control_api [--host 127.0.0.1] [--port 8080]`: the service (the default).
+`python -m control_api prepare VIDEO ...`: prepare an avatar package (see prepare_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,26 @@ import logging
 import os
 import sys
 
-from aiohttp import web
-
-from .app import create_app
-from .config import ConfigError, Settings
-from .security import ensure_credentials
-
 log = logging.getLogger("control_api")
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["prepare"]:
+        from .prepare_cli import main as prepare
+
+        raise SystemExit(prepare(argv[1:]))
+    # Imported here so that `prepare` does not pay for the web app and LiveKit.
+    from aiohttp import web
+
+    from .app import create_app
+    from .config import ConfigError, Settings
+    from .security import ensure_credentials
+
     parser = argparse.ArgumentParser(
-        prog="python -m control_api", description="Avatar Agents control API and web client."
+        prog="python -m control_api",
+        description="Avatar Agents control API and web client.",
+        epilog="python -m control_api prepare --help: turn a training video into an avatar package",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="bind port (default 8080)")

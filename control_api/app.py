@@ -16,8 +16,19 @@ from avatar_runtime import AvatarCatalog, BackgroundLibrary
 
 from . import avatars, catalog, health, tokens
 from .config import Settings
-from .context import AVATARS, BACKGROUNDS, HTTP_SESSION, HUB, METRICS, SETTINGS, STARTED_AT
+from .context import (
+    AVATARS,
+    BACKGROUNDS,
+    HTTP_SESSION,
+    HUB,
+    JOBS,
+    METRICS,
+    SETTINGS,
+    STARTED_AT,
+)
 from .errors import ApiError, error_middleware
+from .jobs import routes_files, routes_internal, routes_renders, routes_runpod
+from .jobs.system import JobSystem
 from .metrics import CONTENT_TYPE, ApiMetrics
 from .openapi import Route, docs_page, openapi_document
 from .security import (
@@ -73,6 +84,186 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=docs_page(ROUTES), content_type="text/html")
+
+
+# --- offline jobs (control_api/jobs, docs/jobs.md) --------------------------------------------
+
+_URL = {"type": "string", "format": "uri"}
+_RUNPOD_BODY = _schema(
+    ["input"],
+    input=_schema(
+        ["video_url", "avatar_id"],
+        video_url=_URL,
+        avatar_id={"type": "string"},
+        model={"type": "string", "default": "wav2lip"},
+        s3_bucket={"type": "string"},
+        s3_prefix={"type": "string"},
+    ),
+    webhook=_URL,
+)
+_RENDER_BODY = _schema(
+    ["audio_url"],
+    image_url=_URL,
+    avatar_id={"type": "string"},
+    audio_url=_URL,
+    renderer={"type": "string", "default": "meshwarp"},
+    emotion={"type": "string", "default": "neutral"},
+    intensity=_UNIT,
+    prompt={"type": "string", "maxLength": 2000},
+    webhook_url=_URL,
+)
+_REQUEST_ID_BODY = _schema(["request_id"], request_id={"type": "string"}, logs={"type": "boolean"})
+_UPLOAD_BODY = _schema(["file"], file={"type": "string", "format": "binary"})
+
+
+def _runpod_routes(prefix: str) -> list[Route]:
+    tags = ("runpod",)
+    return [
+        Route(
+            "POST",
+            f"{prefix}/run",
+            routes_runpod.run,
+            "RunPod: queue an avatar preparation",
+            body=_RUNPOD_BODY,
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{prefix}/runsync",
+            routes_runpod.runsync,
+            "RunPod: prepare an avatar and wait for the result (bounded)",
+            body=_RUNPOD_BODY,
+            tags=tags,
+        ),
+        Route(
+            "GET",
+            f"{prefix}/status/{{job_id}}",
+            routes_runpod.status,
+            "RunPod: a job's status",
+            tags=tags,
+        ),
+        Route(
+            "POST",
+            f"{prefix}/cancel/{{job_id}}",
+            routes_runpod.cancel,
+            "RunPod: cancel a job",
+            tags=tags,
+        ),
+    ]
+
+
+JOB_ROUTES: list[Route] = [
+    *_runpod_routes(""),
+    *_runpod_routes("/v2/{endpoint_id}"),
+    Route(
+        "GET",
+        "/api/v1/internal/avatar/jobs/status",
+        routes_internal.queue_status,
+        "Job queue: running, pending, completed, failed and cancelled counts",
+        tags=("jobs",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/internal/avatar/jobs/{job_id}",
+        routes_internal.get_job,
+        "A job's details: attempts, progress, logs",
+        tags=("jobs",),
+    ),
+    Route(
+        "POST",
+        "/api/v1/internal/avatar/jobs/{job_id}/retry",
+        routes_internal.retry_job,
+        "Queue a failed or cancelled job again",
+        tags=("jobs",),
+    ),
+    Route(
+        "POST",
+        "/api/v1/renders",
+        routes_renders.submit,
+        "Queue an offline talking-video render",
+        body=_RENDER_BODY,
+        status=202,
+        tags=("renders",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/renders/{request_id}/status",
+        routes_renders.status,
+        "A render's status, queue position and progress (logs with ?logs=1)",
+        tags=("renders",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/renders/{request_id}",
+        routes_renders.result,
+        "A finished render: {video: {url}, duration}",
+        tags=("renders",),
+    ),
+    Route(
+        "POST",
+        "/api/v1/renders/{request_id}/cancel",
+        routes_renders.cancel,
+        "Cancel a render",
+        tags=("renders",),
+    ),
+    Route(
+        "POST",
+        "/api/v1/files",
+        routes_files.upload,
+        "Upload a file; its URL works as image_url or audio_url",
+        body=_UPLOAD_BODY,
+        body_type="multipart/form-data",
+        status=201,
+        tags=("renders",),
+    ),
+    Route(
+        "GET",
+        "/files/{folder}/{name}",
+        routes_files.download,
+        "Download an upload or a job's output by signed link",
+        public=True,
+        tags=("renders",),
+    ),
+    Route(
+        "POST",
+        "/api/generate/kling-avatar/submit",
+        routes_renders.submit,
+        "Seed 003 alias of POST /api/v1/renders",
+        body=_RENDER_BODY,
+        status=202,
+        tags=("renders",),
+    ),
+    Route(
+        "POST",
+        "/api/generate/kling-avatar/status",
+        routes_renders.status_by_body,
+        "Seed 003 alias: a render's status by request_id",
+        body=_REQUEST_ID_BODY,
+        tags=("renders",),
+    ),
+    Route(
+        "POST",
+        "/api/generate/kling-avatar/result",
+        routes_renders.result_by_body,
+        "Seed 003 alias: a finished render by request_id",
+        body=_REQUEST_ID_BODY,
+        tags=("renders",),
+    ),
+    Route(
+        "POST",
+        "/api/generate/upload-file",
+        routes_files.upload,
+        "Seed 003 alias of POST /api/v1/files",
+        body=_UPLOAD_BODY,
+        body_type="multipart/form-data",
+        status=201,
+        tags=("renders",),
+    ),
+]
+
+
+def _job_seconds(started: float | None, finished: float | None) -> float | None:
+    return finished - started if started is not None and finished is not None else None
 
 
 ROUTES: list[Route] = [
@@ -173,6 +364,7 @@ ROUTES: list[Route] = [
         body=_schema([], room=_ID, identity=_ID, name={"type": "string", "maxLength": 128}),
         tags=("tokens",),
     ),
+    *JOB_ROUTES,
     Route("GET", "/metrics", metrics, "Prometheus metrics", tags=("metrics",)),
     Route("GET", "/openapi.json", openapi_json, "This API, as OpenAPI 3.1", public=True),
     Route("GET", "/docs", docs, "This API, as a page", public=True),
@@ -201,6 +393,14 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         app[HTTP_SESSION] = session
         yield
+
+
+async def _job_system(app: web.Application) -> AsyncIterator[None]:
+    jobs = app[JOBS]
+    await jobs.start()
+    app[METRICS].watch_jobs(jobs.store.counts)
+    yield
+    await jobs.close()
 
 
 async def _session_hub(app: web.Application) -> AsyncIterator[None]:
@@ -240,7 +440,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[BACKGROUNDS] = BackgroundLibrary(settings.backgrounds_dir)
     app[AVATARS] = AvatarCatalog(settings.avatars_dir)
     app[STARTED_AT] = time.monotonic()
-    app.cleanup_ctx.extend([_http_session, health.gpu_probe, _session_hub])
+    app[JOBS] = JobSystem(
+        settings,
+        on_finished=lambda job: api_metrics.job_finished(
+            job.kind, job.status, _job_seconds(job.started_at, job.finished_at)
+        ),
+    )
+    app.cleanup_ctx.extend([_http_session, health.gpu_probe, _job_system, _session_hub])
 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)

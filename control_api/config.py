@@ -5,6 +5,7 @@ docs/control-api.md lists every variable; this module is the one place that read
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,49 @@ class Settings:
     avatars_dir: Path | None = None
     """None: avatar_runtime's default ($AVATAR_AVATARS_DIR or the cache)."""
 
+    # -- offline jobs (docs/jobs.md) -----------------------------------------------------------
+    jobs_db_path: Path | None = None
+    """None: `<cache_dir>/jobs.sqlite3`."""
+    jobs_dir: Path | None = None
+    """Job inputs, outputs and uploads. None: `<cache_dir>/jobs`."""
+    jobs_concurrency: int = 3
+    jobs_max_retries: int = 3
+    """Retries after the first attempt of a job that failed for a transient reason."""
+    jobs_backoff_s: float = 5.0
+    """Delay before the first retry; it doubles for each later one, up to jobs_backoff_max_s."""
+    jobs_backoff_max_s: float = 300.0
+    jobs_timeout_s: float = 900.0
+    """One attempt of a job runs at most this long; then its worker is killed."""
+    jobs_runsync_wait_s: float = 90.0
+    """How long `POST /runsync` waits for the job before answering with its current status."""
+    jobs_lease_s: float = 30.0
+    """A processing job whose supervisor has not renewed its lease for this long is taken back."""
+    jobs_log_lines: int = 200
+    jobs_public_url: str | None = None
+    """Base of the signed URLs the service hands out; None: the submitting request's origin."""
+    jobs_url_secret: str | None = field(default=None, repr=False)
+    """Signs download URLs; None: generated once into `<cache_dir>/jobs-url-secret`."""
+    jobs_url_ttl_s: float = 86400.0
+    jobs_max_upload_bytes: int = 100 * 1024 * 1024
+    prepare_min_video_s: float = 3.0
+    prepare_max_video_s: float = 300.0
+    render_max_audio_s: float = 300.0
+    fetch_allow_private: bool = False
+    """Allow video_url/audio_url/image_url on private, loopback and link-local addresses."""
+    fetch_allowed_cidrs: tuple[str, ...] = ()
+    """Private networks allowed even when fetch_allow_private is off (e.g. 127.0.0.0/8)."""
+    fetch_max_bytes: int = 1024 * 1024 * 1024
+    fetch_timeout_s: float = 300.0
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_url_ttl_s: float = 7 * 86400.0
+    webhook_secret: str | None = field(default=None, repr=False)
+    """Signs webhook deliveries; None: generated once into `<cache_dir>/webhook-secret`."""
+    webhook_max_attempts: int = 5
+    webhook_backoff_s: float = 2.0
+    webhook_timeout_s: float = 10.0
+    webhook_allow_private: bool = False
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `env` (default: os.environ, after loading the repo's `.env`).
@@ -107,6 +151,7 @@ class Settings:
             cache_dir=default_cache_dir(),
             backgrounds_dir=optional_path("AVATAR_BACKGROUNDS_DIR"),
             avatars_dir=optional_path("AVATAR_AVATARS_DIR"),
+            **_job_settings(env),
         )
         settings.validate()
         return settings
@@ -121,6 +166,20 @@ class Settings:
             raise ConfigError(
                 f"AVATAR_API_JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} characters"
             )
+        if self.jobs_public_url is not None and not self.jobs_public_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"AVATAR_JOBS_PUBLIC_URL={self.jobs_public_url!r} is not a URL like "
+                "https://avatars.example.com"
+            )
+        for cidr in self.fetch_allowed_cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"AVATAR_FETCH_ALLOWED_CIDRS entry {cidr!r} is not a network like 10.0.0.0/8"
+                ) from None
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError(
@@ -153,3 +212,58 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw} is out of range ({low:g} to {high:g})")
     return value
+
+
+def _job_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """The offline-job settings (`AVATAR_JOBS_*`, `AVATAR_FETCH_*`, `AVATAR_S3_*`,
+    `AVATAR_WEBHOOK_*`), as Settings keyword arguments."""
+
+    def path(name: str) -> Path | None:
+        value = env.get(name)
+        return Path(value).expanduser() if value else None
+
+    def count(name: str, default: int, low: int, high: int) -> int:
+        return int(_number(env, name, default, low, high))
+
+    return {
+        "jobs_db_path": path("AVATAR_JOBS_DB"),
+        "jobs_dir": path("AVATAR_JOBS_DIR"),
+        "jobs_concurrency": count("AVATAR_JOBS_CONCURRENCY", 3, 1, 256),
+        "jobs_max_retries": count("AVATAR_JOBS_MAX_RETRIES", 3, 0, 100),
+        "jobs_backoff_s": _number(env, "AVATAR_JOBS_BACKOFF_S", 5.0, 0, 86400),
+        "jobs_backoff_max_s": _number(env, "AVATAR_JOBS_BACKOFF_MAX_S", 300.0, 0, 86400),
+        "jobs_timeout_s": _number(env, "AVATAR_JOBS_TIMEOUT_S", 900.0, 1, 7 * 86400),
+        "jobs_runsync_wait_s": _number(env, "AVATAR_JOBS_RUNSYNC_WAIT_S", 90.0, 0, 3600),
+        "jobs_lease_s": _number(env, "AVATAR_JOBS_LEASE_S", 30.0, 2, 3600),
+        "jobs_log_lines": count("AVATAR_JOBS_LOG_LINES", 200, 10, 100_000),
+        "jobs_public_url": (env.get("AVATAR_JOBS_PUBLIC_URL") or "").rstrip("/") or None,
+        "jobs_url_secret": env.get("AVATAR_JOBS_URL_SECRET") or None,
+        "jobs_url_ttl_s": _number(env, "AVATAR_JOBS_URL_TTL_S", 86400.0, 60, 365 * 86400),
+        "jobs_max_upload_bytes": count(
+            "AVATAR_JOBS_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, 1024, 1 << 40
+        ),
+        "prepare_min_video_s": _number(env, "AVATAR_JOBS_MIN_VIDEO_S", 3.0, 0, 86400),
+        "prepare_max_video_s": _number(env, "AVATAR_JOBS_MAX_VIDEO_S", 300.0, 1, 86400),
+        "render_max_audio_s": _number(env, "AVATAR_JOBS_MAX_AUDIO_S", 300.0, 1, 86400),
+        "fetch_allow_private": _flag(env, "AVATAR_FETCH_ALLOW_PRIVATE"),
+        "fetch_allowed_cidrs": _split(env.get("AVATAR_FETCH_ALLOWED_CIDRS", "")),
+        "fetch_max_bytes": count("AVATAR_FETCH_MAX_BYTES", 1 << 30, 1024, 1 << 40),
+        "fetch_timeout_s": _number(env, "AVATAR_FETCH_TIMEOUT_S", 300.0, 1, 86400),
+        "s3_endpoint_url": env.get("AVATAR_S3_ENDPOINT_URL") or None,
+        "s3_region": env.get("AVATAR_S3_REGION") or None,
+        "s3_url_ttl_s": _number(env, "AVATAR_S3_URL_TTL_S", 7 * 86400.0, 60, 7 * 86400),
+        "webhook_secret": env.get("AVATAR_WEBHOOK_SECRET") or None,
+        "webhook_max_attempts": count("AVATAR_WEBHOOK_MAX_ATTEMPTS", 5, 1, 100),
+        "webhook_backoff_s": _number(env, "AVATAR_WEBHOOK_BACKOFF_S", 2.0, 0, 86400),
+        "webhook_timeout_s": _number(env, "AVATAR_WEBHOOK_TIMEOUT_S", 10.0, 0.5, 600),
+        "webhook_allow_private": _flag(env, "AVATAR_WEBHOOK_ALLOW_PRIVATE"),
+    }
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")

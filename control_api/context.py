@@ -8,6 +8,7 @@ from aiohttp import web
 from avatar_runtime import AvatarCatalog, BackgroundLibrary
 
 from .config import Settings
+from .jobs.system import JobSystem
 from .metrics import ApiMetrics
 from .sessions import SessionHub
 
@@ -18,3 +19,4 @@ METRICS = web.AppKey("metrics", ApiMetrics)
 BACKGROUNDS = web.AppKey("backgrounds", BackgroundLibrary)
 AVATARS = web.AppKey("avatars", AvatarCatalog)
 STARTED_AT = web.AppKey("started_at", float)
+JOBS = web.AppKey("jobs", JobSystem)

@@ -60,6 +60,29 @@ class _SessionCollector(Collector):
             yield family
 
 
+JobCounts = Callable[[], Mapping[str, Mapping[str, int]]]
+"""{kind: {status: number of jobs}} (control_api.jobs.store.JobStore.counts)."""
+_JOB_DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class _JobCollector(Collector):
+    def __init__(self, counts: JobCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        counts = self._counts()
+        jobs = GaugeMetricFamily(
+            "avatar_jobs", "Offline jobs by kind and status", labels=["kind", "status"]
+        )
+        depth = GaugeMetricFamily("avatar_jobs_queue_depth", "Jobs waiting to run", labels=["kind"])
+        for kind, by_status in counts.items():
+            for status, number in by_status.items():
+                jobs.add_metric([kind, status], number)
+            depth.add_metric([kind], by_status.get("pending", 0))
+        yield jobs
+        yield depth
+
+
 class ApiMetrics:
     def __init__(self, sessions: SessionStats) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -83,6 +106,21 @@ class ApiMetrics:
             "avatar_sessions_created", "Sessions created", registry=self.registry
         )
         self.registry.register(_SessionCollector(sessions))
+        self.job_duration = Histogram(
+            "avatar_job_duration_seconds",
+            "Offline jobs: first start to end (retries included), by kind and final status",
+            ["kind", "status"],
+            buckets=_JOB_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_jobs(self, counts: JobCounts) -> None:
+        """Report job counts and queue depth from `counts` at every scrape."""
+        self.registry.register(_JobCollector(counts))
+
+    def job_finished(self, kind: str, status: str, seconds: float | None) -> None:
+        if seconds is not None:
+            self.job_duration.labels(kind, status).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

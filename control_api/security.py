@@ -36,7 +36,8 @@ PRINCIPAL = web.RequestKey("principal", str)
 PUBLIC_PATHS = frozenset(
     {"/", "/health", "/api/v1/health", "/api/v1/live", "/docs", "/openapi.json"}
 )
-PUBLIC_PREFIXES = ("/static/",)
+# /files/ are signed, expiring download links (jobs/links.py): the signature is the credential.
+PUBLIC_PREFIXES = ("/static/", "/files/")
 # Only the WebSocket accepts credentials in the query: browsers cannot set its headers, and
 # anywhere else a key in a URL would end up in logs and histories.
 QUERY_TOKEN_PREFIXES = ("/ws/",)

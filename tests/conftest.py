@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +19,18 @@ def livekit_server(request: pytest.FixtureRequest) -> Iterator[LiveKitServer]:
     """
     with running_livekit_server(keep_log=lambda: request.session.testsfailed > 0) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh AVATAR_CACHE for one test module, so what it prepares (meshwarp's avatars) never
+    lands in the user's cache; the face models stay where setup put them. A module opts in
+    with `pytestmark = pytest.mark.usefixtures("private_cache")`."""
+    from renderers.vision import models_dir  # here: most test modules never need it
+
+    models = models_dir()
+    root = tmp_path_factory.mktemp("avatar-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AVATAR_MODELS_DIR", str(models))
+        patch.setenv("AVATAR_CACHE", str(root))
+        yield root

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -29,9 +29,11 @@ from renderers.meshwarp import avatar as avatar_module
 from renderers.meshwarp import landmarks as lm
 from renderers.meshwarp.avatar import DEFAULT_PORTRAIT, cache_dir, prepare_avatar
 from renderers.meshwarp.rig import CONTROLS, INDEX
-from renderers.vision import load_image, models_dir
+from renderers.vision import load_image
 from tests.test_mouth_features import SENTENCE, frame_rms, requests, say  # noqa: F401
 from tests.test_vision import _shrunk_onto_canvas as shrunk_onto_canvas
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # never the user's avatar cache
 
 FPS = 30
 ROW = {index: row for row, index in enumerate(lm.CONTROL_POINTS)}
@@ -43,17 +45,6 @@ MOUTH_BOX_POINTS = (61, 291, 13, 14, 17, 0)
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh AVATAR_CACHE for this module (the face models stay where setup put them)."""
-    models = models_dir()
-    root = tmp_path_factory.mktemp("avatar-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AVATAR_MODELS_DIR", str(models))
-        patch.setenv("AVATAR_CACHE", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,9 @@ logger = logging.getLogger("renderers.meshwarp")
 RIG_VERSION = 3  # bump when the rig or framing changes, so old caches are rebuilt
 DEFAULT_PORTRAIT = Path(__file__).resolve().parents[2] / "assets" / "portraits" / "astronaut.jpg"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi"}
+PACKAGE_PORTRAIT = "portrait.png"
+"""The portrait in an avatar package made for meshwarp (prepare.py writes it)."""
+WAV2LIP_FIRST_FRAME = "full_imgs/00000000.png"
 FACE_HEIGHT = 0.40  # of the frame height, forehead to chin
 FACE_CENTRE_Y = 0.46  # of the frame height
 
@@ -55,9 +58,11 @@ def cache_dir() -> Path:
 
 
 def prepare_avatar(source: Path | None, width: int, height: int) -> MeshwarpAvatar:
-    """Load from cache or build. `source` is an image or a short video (None: the bundled
-    public-domain portrait)."""
+    """Load from cache or build. `source` is an image, a short video or an extracted avatar
+    package directory (see `package_portrait`); None: the bundled public-domain portrait."""
     path = source or DEFAULT_PORTRAIT
+    if path.is_dir():
+        path = package_portrait(path)
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -74,6 +79,18 @@ def prepare_avatar(source: Path | None, width: int, height: int) -> MeshwarpAvat
     avatar = build_avatar(rgb, width, height)
     _save(avatar, cached)
     return avatar
+
+
+def package_portrait(package: Path) -> Path:
+    """The portrait of an extracted avatar package: its `portrait.png` (a meshwarp package),
+    else the first frame of a wav2lip package (`full_imgs/00000000.png`)."""
+    for name in (PACKAGE_PORTRAIT, WAV2LIP_FIRST_FRAME):
+        if (package / name).is_file():
+            return package / name
+    raise RendererError(
+        "invalid_package",
+        f"{package} is not an avatar package meshwarp can use: it has no {PACKAGE_PORTRAIT}",
+    )
 
 
 def build_avatar(rgb: np.ndarray, width: int, height: int) -> MeshwarpAvatar:

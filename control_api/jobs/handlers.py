@@ -1,0 +1,283 @@
+"""What a worker does for each kind of job. Synchronous: it runs in a worker process (or in
+RunPod's serverless worker), never on the control API's event loop.
+
+`prepare` is seed 000's handler: its result is the seed's output object, an input the job can
+never succeed with (a bad video, an unsupported model, a URL that answers 404) included, as
+`{"status": "error", "error": ...}`. Transient failures (a 503, a dropped connection, S3 being
+down) raise JobRetryable so the supervisor tries again. `render` is seed 003's: a bad input
+raises JobRejected (the job fails at once), a transient failure JobRetryable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import inputs, links, storage
+from .fetch import FetchError, fetch_to_file
+from .options import JobOptions
+
+Progress = Callable[[float, str], None]
+
+
+class JobRejected(Exception):
+    """The job cannot succeed with this input; retrying would not help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobRetryable(Exception):
+    """A transient failure: another attempt may succeed. `message` is for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Events(Protocol):
+    def progress(self, value: float, message: str = "") -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job_id: str
+    attempt: int
+    work_dir: Path
+    options: JobOptions
+    base_url: str | None
+    events: Events
+
+    @property
+    def folder(self) -> str:
+        """Where this attempt publishes its files (links.py)."""
+        return f"{self.job_id}-{self.attempt}"
+
+    def stage(self, start: float, end: float) -> Progress:
+        """A progress callback mapping a stage's 0..1 onto [start, end] of the whole job."""
+
+        def report(fraction: float, message: str = "") -> None:
+            self.events.progress(start + (end - start) * min(1.0, max(0.0, fraction)), message)
+
+        return report
+
+
+def run_job(spec: Mapping[str, Any], events: Events) -> dict[str, Any]:
+    """Run the job `spec` describes (see runner.py / system.py for who writes it)."""
+    context = JobContext(
+        job_id=spec["job_id"],
+        attempt=int(spec.get("attempt", 1)),
+        work_dir=Path(spec["work_dir"]),
+        options=JobOptions.from_json(spec["options"]),
+        base_url=spec.get("base_url"),
+        events=events,
+    )
+    context.work_dir.mkdir(parents=True, exist_ok=True)
+    if spec["kind"] == "prepare":
+        return prepare(spec["input"], context)
+    if spec["kind"] == "render":
+        return render(spec["input"], context)
+    raise JobRejected(f"unknown job kind {spec['kind']!r}")
+
+
+# --- downloads ---------------------------------------------------------------------------------
+
+
+def transient_fetch_error(error: FetchError) -> bool:
+    """Worth another attempt: timeouts, dropped connections, DNS hiccups, 5xx, 408 and 429.
+    Not: a refused address, a bad URL, a file too large, any other 4xx."""
+    if error.code in ("download_timeout", "url_host_unresolved"):
+        return True
+    if error.code != "download_failed":
+        return False
+    return error.status is None or error.status >= 500 or error.status in (408, 425, 429)
+
+
+def download(url: str, dest: Path, context: JobContext, what: str) -> Path:
+    """Fetch `url` (or our own upload it names) to `dest`; FetchError as JobRetryable or
+    JobRejected."""
+    options = context.options
+    resolve = None
+    if options.url_secret:
+
+        def resolve(candidate: str) -> Path | None:
+            return links.local_upload(candidate, options.url_secret, options.jobs_path)
+
+    started = time.monotonic()
+    try:
+        fetched = fetch_to_file(url, dest, options.fetch_policy, local_files=resolve)
+    except FetchError as error:
+        message = f"could not fetch the {what}: {error.message}"
+        raise (JobRetryable if transient_fetch_error(error) else JobRejected)(message) from None
+    context.events.log(
+        f"fetched the {what}: {fetched.bytes} bytes in {time.monotonic() - started:.1f} s"
+    )
+    return fetched.path
+
+
+# --- seed 000: avatar preparation --------------------------------------------------------------
+
+
+def prepare(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+    """Seed 000's output: {status: success, avatar_id, model, num_frames, upload_url}, or
+    {status: error, error} for an input that cannot succeed."""
+    try:
+        return _prepare(raw_input, context)
+    except (JobRejected, inputs.InputError) as error:
+        context.events.log(f"error: {error.message}")
+        return {"status": "error", "error": error.message}
+
+
+def _prepare(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+    from renderers.preparation import (
+        SUPPORTED_MODELS,
+        PreparationError,
+        PreparationLimits,
+        prepare_avatar_package,
+    )
+
+    job = inputs.prepare_input(raw_input)
+    options = context.options
+    avatar_id, model = job["avatar_id"], job["model"]
+    bucket = inputs.prepare_destination(
+        job, default_bucket=options.s3_default_bucket, local_store=options.local_store
+    )
+    if model not in SUPPORTED_MODELS:
+        # Let the preparation word the error (it checks the request before it opens the
+        # video), without downloading anything first.
+        try:
+            prepare_avatar_package(
+                context.work_dir / "no-video", avatar_id=avatar_id, model=model,
+                out_dir=context.work_dir,
+            )  # fmt: skip
+        except PreparationError as error:
+            raise JobRejected(error.message) from None
+        raise JobRejected(f"Unsupported model: {model}")
+
+    video = download(job["video_url"], context.work_dir / "video", context, "video")
+    context.events.progress(0.1, "video downloaded")
+    limits = PreparationLimits(
+        min_duration_s=options.min_video_s, max_duration_s=options.max_video_s
+    )
+    try:
+        prepared = prepare_avatar_package(
+            video,
+            avatar_id=avatar_id,
+            model=model,
+            out_dir=context.work_dir / "package",
+            limits=limits,
+            progress=context.stage(0.1, 0.9),
+        )
+    except PreparationError as error:
+        raise JobRejected(error.message) from None
+    context.events.log(f"prepared {prepared.num_frames} frames for {model}")
+
+    if bucket is not None:
+        prefix = job.get("s3_prefix", "")
+        upload_url = _upload(prepared.package, bucket, prefix, avatar_id, context)
+    else:
+        installed = storage.install_package(prepared.package, Path(options.avatars_dir), avatar_id)
+        context.events.log(f"installed avatar '{avatar_id}' in {installed}")
+        path = links.publish(
+            prepared.package, options.jobs_path, context.folder, f"{avatar_id}.tar"
+        )
+        upload_url = links.signed_url(
+            context.base_url or "", path, options.url_secret, options.url_ttl_s
+        )
+    context.events.progress(1.0, "done")
+    return {
+        "status": "success",
+        "avatar_id": avatar_id,
+        "model": prepared.model,
+        "num_frames": prepared.num_frames,
+        "upload_url": upload_url,
+    }
+
+
+def _upload(package: Path, bucket: str, prefix: str, avatar_id: str, context: JobContext) -> str:
+    options = context.options
+    try:
+        key = storage.s3_key(prefix, avatar_id)
+    except storage.StorageError as error:
+        raise JobRejected(error.message) from None
+    config = storage.S3Config(
+        endpoint_url=options.s3_endpoint_url,
+        region=options.s3_region,
+        presign_expiry_s=int(options.s3_url_ttl_s),
+        # S3-compatible servers (MinIO, moto, Ceph) generally want endpoint/bucket/key URLs.
+        force_path_style=options.s3_endpoint_url is not None,
+    )
+    context.events.progress(0.9, f"uploading to s3://{bucket}/{key}")
+    try:
+        url = storage.upload_package_to_s3(package, bucket=bucket, key=key, config=config)
+    except storage.StorageError as error:
+        if _transient_s3_failure(error.message):
+            raise JobRetryable(error.message) from None
+        raise JobRejected(error.message) from None
+    context.events.log(f"uploaded s3://{bucket}/{key}")
+    return url
+
+
+def _transient_s3_failure(message: str) -> bool:
+    """S3 unreachable or slow is worth another attempt (botocore has already retried 5xx and
+    throttling); an answer such as NoSuchBucket or AccessDenied is not."""
+    from .storage import UPLOAD_FAILED
+
+    reason = message.removeprefix(UPLOAD_FAILED)
+    return reason.startswith(("could not connect", "timed out", "InternalError", "SlowDown"))
+
+
+# --- seed 003: offline renders -----------------------------------------------------------------
+
+
+def render(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+    """{video: {file, content_type}, duration}; the API turns `file` into a signed URL."""
+    from avatar_runtime import AvatarCatalog
+    from avatar_runtime.offline import (
+        OfflineRenderError,
+        OfflineRenderLimits,
+        render_talking_video,
+    )
+
+    try:
+        job = inputs.render_input(raw_input)
+    except inputs.InputError as error:
+        raise JobRejected(error.message) from None
+    options = context.options
+    if "prompt" in job:
+        context.events.log("the prompt is recorded but not used by the renderer")
+    audio = download(job["audio_url"], context.work_dir / "audio", context, "audio")
+    source: Path | None = None
+    if "image_url" in job:
+        source = download(job["image_url"], context.work_dir / "image", context, "image")
+    else:
+        try:
+            source = AvatarCatalog(Path(options.avatars_dir)).resolve(job["avatar_id"])
+        except KeyError:
+            raise JobRejected(f"no avatar named '{job['avatar_id']}'") from None
+    context.events.progress(0.05, "inputs downloaded")
+    out = context.work_dir / "video.mp4"
+    try:
+        rendered = render_talking_video(
+            audio=audio,
+            out=out,
+            renderer=job["renderer"],
+            source=source,
+            emotion=job["emotion"],
+            intensity=job["intensity"],
+            limits=OfflineRenderLimits(max_audio_s=options.max_audio_s),
+            progress=context.stage(0.05, 1.0),
+        )
+    except OfflineRenderError as error:
+        raise JobRejected(error.message) from None
+    context.events.log(
+        f"rendered {rendered.frames} frames ({rendered.duration_s:.2f} s) with {job['renderer']}"
+    )
+    path = links.publish(rendered.path, options.jobs_path, context.folder, "video.mp4")
+    return {"video": {"file": path, "content_type": "video/mp4"}, "duration": rendered.duration_s}

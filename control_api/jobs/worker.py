@@ -1,0 +1,78 @@
+"""One attempt of one job, in its own process: `python -m control_api.jobs.worker`.
+
+The supervisor (runner.py) writes the job's spec as JSON on stdin and reads JSON lines back on
+stdout, one event each:
+
+    {"event": "progress", "progress": 0.4, "message": "..."}
+    {"event": "log", "message": "..."}
+    {"event": "result", "output": {...}}               the job completed
+    {"event": "error", "error": "...", "retry": false}  it failed (retry: worth another attempt)
+
+Anything else the process prints, from Python or from native libraries, goes to stderr, which
+the supervisor keeps as the attempt's log file: stdout is reserved for events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from typing import IO, Any
+
+
+class EventWriter:
+    """Writes events as JSON lines; thread-safe, since progress can come from any thread."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, **fields}, default=str)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def progress(self, value: float, message: str = "") -> None:
+        self.emit("progress", progress=round(min(1.0, max(0.0, value)), 4), message=message)
+
+    def log(self, message: str) -> None:
+        self.emit("log", message=message)
+
+
+def _claim_stdout() -> IO[str]:
+    """Keep the real stdout for events and point fd 1 at stderr for everything else."""
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events
+
+
+def main() -> int:
+    events = EventWriter(_claim_stdout())
+    try:
+        spec = json.load(sys.stdin)
+    except ValueError as error:
+        events.emit("error", error=f"worker got no valid job spec: {error}", retry=False)
+        return 2
+    # Imported after the spec is read so that a broken install still reports an event.
+    from .handlers import JobRejected, run_job
+
+    try:
+        output = run_job(spec, events)
+    except JobRejected as error:
+        events.emit("error", error=error.message, retry=False)
+        return 0
+    except Exception as error:  # anything unforeseen is worth another attempt
+        import traceback
+
+        traceback.print_exc()
+        events.emit("error", error=f"{type(error).__name__}: {error}", retry=True)
+        return 1
+    events.emit("result", output=output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
