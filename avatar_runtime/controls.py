@@ -5,14 +5,17 @@ answers these RPC methods, so a control API or a front end reaches a live avatar
 but a LiveKit connection:
 
 * `avatar.set_emotion`, payload `{"emotion": str, "intensity": float in 0..1}` (intensity
-  defaults to 0.7): the expression of the next planned frame on;
+  defaults to 0.7): the expression of the next rendered frame on. A renderer with no emotion
+  control (wav2lip, testcard) keeps the state but cannot show it: answers say so with
+  `emotion_shown: false`;
 * `avatar.set_background`, payload `{"background_id": str}`: `original`, `blur`,
   `color:#RRGGBB` or a registered image id, shown from the next emitted frame on;
 * `avatar.get_state`, no payload;
 * `avatar.interrupt`, no payload: stops the current speech (see `on_interrupt`).
 
 Every answer is the state after the call, as JSON:
-`{"emotion": str, "intensity": float, "background": str, "speaking": bool}`.
+`{"emotion": str, "intensity": float, "background": str, "speaking": bool, "emotions": [str],
+"emotion_shown": bool}`, where `emotions` are those the renderer can show.
 
 Failures are `rtc.RpcError`s with the codes below; the message says what was wrong and lists
 what is valid (cut to the 256 bytes an RPC error message may carry), and `data` holds
@@ -21,8 +24,9 @@ errors, so ours are 2000 plus the HTTP status that fits: a control API can answe
 `code - 2000`.
 
 The same state is published as participant attributes, set at `register()` and after every
-change: `avatar.emotion`, `avatar.intensity`, `avatar.background` and `avatar.speaking`
-(`"true"`/`"false"`, following the publisher's playback).
+change: `avatar.emotion`, `avatar.intensity`, `avatar.background`, `avatar.speaking`
+(`"true"`/`"false"`, following the publisher's playback) and `avatar.emotions` (the
+renderer's, a JSON list; `[]` when it shows none).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from livekit import rtc
@@ -53,6 +57,7 @@ EMOTION_ATTRIBUTE = "avatar.emotion"
 INTENSITY_ATTRIBUTE = "avatar.intensity"
 BACKGROUND_ATTRIBUTE = "avatar.background"
 SPEAKING_ATTRIBUTE = "avatar.speaking"
+EMOTIONS_ATTRIBUTE = "avatar.emotions"
 
 BAD_REQUEST = 2400
 """The payload is not JSON, not an object, misses a field, has an unknown one or a wrong type."""
@@ -86,7 +91,8 @@ class AvatarControls:
     `on_interrupt` stops the current speech (an AgentSession's `interrupt`, or the publisher's
     own `interrupt`); it may return an awaitable, which is awaited up to INTERRUPT_WAIT_S.
     Without it `avatar.interrupt` answers NOT_SUPPORTED. `publisher` supplies `speaking`
-    (False without one).
+    (False without one). `shown_emotions` are the renderer's (`capabilities.emotions`; None:
+    all of EMOTIONS).
     """
 
     def __init__(
@@ -97,12 +103,14 @@ class AvatarControls:
         on_interrupt: InterruptHandler | None = None,
         *,
         publisher: AvatarPublisher | None = None,
+        shown_emotions: Sequence[str] | None = None,
     ) -> None:
         self._room = room
         self._state = state
         self._library = library
         self._on_interrupt = on_interrupt
         self._publisher = publisher
+        self._shown_emotions = tuple(EMOTIONS if shown_emotions is None else shown_emotions)
         self._registered = False
         self._changed = asyncio.Event()
         self._published: dict[str, str] = {}
@@ -159,6 +167,8 @@ class AvatarControls:
             "intensity": expression.intensity,
             "background": self._state.background,
             "speaking": self._publisher.speaking if self._publisher is not None else False,
+            "emotions": list(self._shown_emotions),
+            "emotion_shown": expression.emotion in self._shown_emotions,
         }
 
     def attributes(self) -> dict[str, str]:
@@ -169,6 +179,8 @@ class AvatarControls:
             INTENSITY_ATTRIBUTE: str(float(state["intensity"])),
             BACKGROUND_ATTRIBUTE: state["background"],
             SPEAKING_ATTRIBUTE: "true" if state["speaking"] else "false",
+            # JSON, not a joined list: LiveKit deletes an attribute set to "".
+            EMOTIONS_ATTRIBUTE: json.dumps(state["emotions"], separators=(",", ":")),
         }
 
     def _answer(self) -> str:
@@ -211,6 +223,11 @@ class AvatarControls:
             raise rtc.RpcError(BAD_REQUEST, "'intensity' must be a number")
         if emotion not in EMOTIONS:
             raise _invalid(f"unknown emotion {_clip(emotion)!r}", list(EMOTIONS))
+        if self._shown_emotions and emotion not in self._shown_emotions:
+            # A renderer with some emotions but not this one (none at all: kept, not shown).
+            raise _invalid(
+                f"this avatar's renderer cannot show {emotion!r}", list(self._shown_emotions)
+            )
         intensity = float(intensity)
         if not (math.isfinite(intensity) and 0.0 <= intensity <= 1.0):
             raise rtc.RpcError(INVALID_VALUE, "intensity must be between 0 and 1")

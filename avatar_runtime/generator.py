@@ -477,6 +477,8 @@ class AvatarVideoGenerator(VideoGenerator):
             batch.append(plan)
             if len(batch) >= self._batch_size or plan.speech is None:
                 break
+            if plan.speech.frame_in_segment == 0:
+                break  # an utterance's first frame renders alone: it is the one people wait for
         return batch
 
     def _render_limit(self) -> float:

@@ -86,6 +86,7 @@ async def start_avatar(
         library,
         on_interrupt if on_interrupt is not None else publisher.interrupt,
         publisher=publisher,
+        shown_emotions=renderer.capabilities.emotions,
     )
     controls.register()
     return RunningAvatar(publisher, controls, state)

@@ -12,6 +12,9 @@ after the ~100 ms of frames already queued.
 Finishing takes time (a few milliseconds), so it starts that much before the slot:
 the pacer keeps a running estimate of the cost and begins early by it, and the frame still
 leaves on its slot.
+
+The publisher uses it the other way (`on_arrival`): its generator hands each picture out when
+it is due, a queue's length after its audio, so pictures are finished and sent as they come.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ class FramePacer:
         fps: float,
         queue_size_ms: float = 100,
         finish: FinishFrame | None = None,
+        on_arrival: bool = False,
     ) -> None:
+        """`on_arrival`: pictures come already paced, each when it is due (a generator that
+        leads its audio, see AvatarVideoGenerator.lead_audio), so each is finished and sent
+        as it arrives, with no clock of its own. A clock would turn a burst (three pictures
+        due at once after an interruption empties the audio buffer) into a standing delay of
+        those frames behind their audio for the rest of the session. Leave it off for a
+        producer that fills the queue ahead, as AVSynchronizer's does."""
         self._audio_source = audio_source
         self._video_source = video_source
         self._interval = 1.0 / fps
@@ -51,6 +61,7 @@ class FramePacer:
         """Frames of audio the source buffers, and at most as many pictures waiting here."""
         self._queue: asyncio.Queue[rtc.VideoFrame] = asyncio.Queue(maxsize=self.queue_frames)
         self._finish = finish
+        self._on_arrival = on_arrival
         self._finish_cost_s = 0.0
         self._next_slot: float | None = None
         self._sent: deque[float] = deque(maxlen=max(2, int(fps)))
@@ -91,6 +102,11 @@ class FramePacer:
         while True:
             frame = await self._queue.get()
             try:
+                if self._on_arrival:
+                    if self._finish is not None:
+                        frame = await self._finished(frame)
+                    self._send(frame)
+                    continue
                 now = time.perf_counter()
                 if self._next_slot is None or now - self._next_slot > MAX_BEHIND_S:
                     self._next_slot = now
@@ -98,11 +114,14 @@ class FramePacer:
                     await _sleep_until(self._next_slot - self._finish_cost_s)
                     frame = await self._finished(frame)
                 await _sleep_until(self._next_slot)
-                self._video_source.capture_frame(frame)
-                self._sent.append(time.perf_counter())
+                self._send(frame)
                 self._next_slot += self._interval
             finally:
                 self._queue.task_done()
+
+    def _send(self, frame: rtc.VideoFrame) -> None:
+        self._video_source.capture_frame(frame)
+        self._sent.append(time.perf_counter())
 
     async def _finished(self, frame: rtc.VideoFrame) -> rtc.VideoFrame:
         assert self._finish is not None

@@ -71,6 +71,7 @@ class AvatarPublisher:
             fps=options.fps,
             queue_size_ms=queue_size_ms,
             finish=self._background_stage.finish_frame if self._background_stage else None,
+            on_arrival=True,
         )
         # The audio source holds this many frames of audio; with the generator's audio that
         # far ahead of its pictures, each picture is drawn just before it is sent.

@@ -20,7 +20,7 @@ import psutil
 
 from tests.livekit_server import running_livekit_server
 
-from . import control_api, foundation, meshwarp, offline_render, preparation, sync_compare
+from . import control_api, foundation, meshwarp, offline_render, preparation, sync_compare, wav2lip
 from . import jobs as jobs_bench
 from .report import (
     control_api_section,
@@ -29,12 +29,13 @@ from .report import (
     meshwarp_section,
     offline_render_section,
     preparation_section,
+    wav2lip_section,
     write_section,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SERVERLESS = {"offline_render", "jobs", "preparation"}
+SERVERLESS = {"offline_render", "jobs", "preparation", "wav2lip"}
 """Benchmarks that need no livekit-server."""
 
 
@@ -48,7 +49,15 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["foundation", "meshwarp", "control_api", "offline_render", "jobs", "preparation"],
+        choices=[
+            "foundation",
+            "meshwarp",
+            "control_api",
+            "offline_render",
+            "jobs",
+            "preparation",
+            "wav2lip",
+        ],
         action="append",
     )
     parser.add_argument("--meshwarp-sessions", default="1,2,4,6")
@@ -62,6 +71,8 @@ def main() -> int:
     jobs = []
     if "jobs" in only:
         jobs.append(("jobs", lambda server: jobs_bench.run(), jobs_section))
+    if "wav2lip" in only:
+        jobs.append(("wav2lip", lambda server: wav2lip.run(), wav2lip_section))
     if "preparation" in only:
         jobs.append(("preparation", lambda server: preparation.run(), preparation_section))
     if "offline_render" in only:

@@ -189,6 +189,54 @@ def picture_change(frames: list[VideoSample], reference: list[VideoSample]) -> f
     return float(np.mean([np.abs(f.luma - base).mean() for f in frames]))
 
 
+@dataclass
+class SpokenTurn:
+    """What a viewer received around one sentence: the frames while the voice was heard and
+    the idle frames after it."""
+
+    start: float
+    end: float
+    speaking: list[VideoSample]
+    idle: list[VideoSample]
+
+
+async def speak_and_watch(
+    observer: RoomObserver, text: str, *, greeting_timeout: float = 60.0
+) -> SpokenTurn:
+    """Wait for the greeting to end, have the agent say `text` (over two seconds of speech),
+    wait until it has been heard to the end, and split the received video around it."""
+    await observer.wait_for(lambda: quiet_for(observer, 1.0), greeting_timeout, "greeting to end")
+    said_from = len(observer.video)
+    await observer.say(text)
+    await observer.wait_for(
+        lambda: any(end - start > 2.0 for start, end in _spans_after(observer, said_from)),
+        60,
+        "the sentence to be heard",
+    )
+    await observer.wait_for(lambda: quiet_for(observer, 1.0), 30, "the sentence to end")
+    start, end = max(_spans_after(observer, said_from), key=lambda span: span[1] - span[0])
+    return SpokenTurn(
+        start=start,
+        end=end,
+        speaking=[v for v in observer.video if start <= v.arrived <= end],
+        idle=[v for v in observer.video if v.arrived > end + 0.6],
+    )
+
+
+def quiet_for(observer: RoomObserver, seconds: float) -> bool:
+    """True when speech has been heard and the last `seconds` of received audio are quiet."""
+    if not observer.audio or observer.audio[-1].arrived - observer.audio[0].arrived < seconds:
+        return False
+    spans = observer.speech_spans()
+    last_loud = spans[-1][1] if spans else 0.0
+    return observer.audio[-1].arrived - last_loud >= seconds and bool(spans)
+
+
+def _spans_after(observer: RoomObserver, video_index: int) -> list[tuple[float, float]]:
+    since = observer.video[video_index].arrived if video_index < len(observer.video) else 0.0
+    return [(s, e) for s, e in observer.speech_spans() if s >= since]
+
+
 def estimate_av_offset_ms(
     video: list[VideoSample], audio: list[AudioSample], *, max_lag_ms: float = 300.0
 ) -> float:

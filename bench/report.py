@@ -408,6 +408,86 @@ def preparation_section(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def wav2lip_section(results: dict) -> str:
+    machine = results["machine"]
+    batches = sorted({int(b) for r in results["networks"] for b in r.get("fps", {})})
+    network_rows = []
+    for r in results["networks"]:
+        if "error" in r:
+            network_rows.append([r["backend"], r["device"], "-", "-", *["-"] * len(batches)])
+            continue
+        fps = {int(b): v for b, v in r["fps"].items()}
+        network_rows.append(
+            [
+                r["backend"],
+                r["device"],
+                r["precision"],
+                r["load_s"],
+                *[fps.get(b, "-") for b in batches],
+            ]
+        )
+    parts = [
+        f"## wav2lip: network and renderer speed ({results['model_size']} px)",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPUs (no GPU unless a CUDA row "
+        "shows), with a checkpoint of random weights in the published layout (speed does not "
+        "depend on the weights). Network: `FaceGenerator.predict` alone, frames per second at "
+        "each batch size; load = checkpoint load plus any ONNX export / TensorRT build.",
+        "",
+        _table(
+            [
+                "back end",
+                "device",
+                "precision",
+                "load (s)",
+                *[f"fps at batch {b}" for b in batches],
+            ],
+            network_rows,
+        ),
+        "",
+        "Renderer: `Wav2LipRenderer.render` at 512x512 on an utterance cut by the runtime's "
+        "SpeechQueue at 30 fps, every frame through the network (silence gating off): streaming "
+        "mel, network, paste-back with colour matching. First batch: a new utterance's first "
+        "`batch` frames, request to pictures (what the first frame waits for). Idle frames "
+        "skip the network.",
+        "",
+        _table(
+            [
+                "back end",
+                "batch",
+                "fps",
+                "ms/frame",
+                "first batch (ms)",
+                "idle fps",
+                "sessions at 30 fps",
+            ],
+            [
+                [
+                    r["backend"],
+                    r["batch"],
+                    r["fps"],
+                    r["ms_per_frame"],
+                    r["first_batch_ms"],
+                    r["idle_fps"],
+                    r["sessions_at_30fps"],
+                ]
+                for r in results["renderers"]
+            ],
+        ),
+        "",
+        "LiveTalking's published figures (wav2lip256, inference only): "
+        + ", ".join(f"{v} fps {k}" for k, v in results["livetalking"].items())
+        + ". Sessions per GPU here: "
+        + (
+            ", ".join(f"{k}: {v}" for k, v in results["sessions_per_gpu"].items())
+            if results["sessions_per_gpu"]
+            else "no GPU on this machine"
+        )
+        + ".",
+    ]
+    return "\n".join(parts) + "\n"
+
+
 def write_section(path: Path, name: str, markdown: str) -> None:
     """Replace (or append) the block between this section's markers in the report."""
     text = path.read_text() if path.exists() else HEADER

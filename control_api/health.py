@@ -41,8 +41,28 @@ def renderer_report() -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"name": name, "available": reason is None}
         if reason is not None:
             entry["reason"] = reason
+        entry["emotions"] = list(_renderer_emotions(name))
+        details = _renderer_details(name)
+        if details:
+            entry["details"] = details  # e.g. wav2lip's back end and device
         report.append(entry)
     return report
+
+
+def _renderer_details(name: str) -> dict[str, Any]:
+    try:
+        return dict(renderers.renderer_class(name).describe())
+    except Exception as error:  # health reports what it can; unavailable_reason says why
+        log.debug("renderer %s cannot describe itself: %s", name, error)
+        return {}
+
+
+def _renderer_emotions(name: str) -> tuple[str, ...]:
+    """The emotions a renderer can show; empty when it has no emotion control (wav2lip)."""
+    try:
+        return tuple(renderers.renderer_class(name).capabilities.emotions)
+    except Exception:
+        return ()
 
 
 def detect_gpus() -> dict[str, Any]:

@@ -34,6 +34,7 @@ from livekit.api.twirp_client import TwirpError
 from avatar_runtime.controls import (
     BACKGROUND_ATTRIBUTE,
     EMOTION_ATTRIBUTE,
+    EMOTIONS_ATTRIBUTE,
     INTENSITY_ATTRIBUTE,
     SPEAKING_ATTRIBUTE,
 )
@@ -58,12 +59,15 @@ _STATE_ATTRIBUTES = {
     INTENSITY_ATTRIBUTE: "intensity",
     BACKGROUND_ATTRIBUTE: "background",
     SPEAKING_ATTRIBUTE: "speaking",
+    EMOTIONS_ATTRIBUTE: "emotions",
 }
 DEFAULT_STATE: dict[str, Any] = {
     "emotion": "neutral",
     "intensity": 0.0,
     "background": "original",
     "speaking": False,
+    "emotions": [],
+    "emotion_shown": False,
 }
 _KIND_NAMES = {
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD: "standard",
@@ -611,8 +615,17 @@ def _state_from(attributes: dict[str, str], *, partial: bool = False) -> dict[st
                 continue
         elif name == "speaking":
             state[name] = raw == "true"
+        elif name == "emotions":
+            try:
+                emotions = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(emotions, list):
+                state[name] = [e for e in emotions if isinstance(e, str)]
         else:
             state[name] = raw
+    if "emotions" in state and "emotion" in state:
+        state["emotion_shown"] = state["emotion"] in state["emotions"]
     return state
 
 

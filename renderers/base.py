@@ -112,6 +112,12 @@ class Renderer(ABC):
         when it can. Cheap: it checks files, it loads nothing. Health checks report it."""
         return None
 
+    @classmethod
+    def describe(cls) -> dict[str, object]:
+        """Facts about how this renderer is configured here (a model's back end and device),
+        for health checks. Cheap, like `unavailable_reason`; empty when there is nothing to say."""
+        return {}
+
     def load(self, source: Path | None) -> None:
         """Prepare the avatar once (detect, cache). Raise RendererError on bad input."""
         if source is None and self.capabilities.needs_source:

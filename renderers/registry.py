@@ -10,6 +10,7 @@ from .base import Renderer, RendererError, VideoFormat
 _REGISTRY: dict[str, str] = {
     "meshwarp": "renderers.meshwarp:MeshwarpRenderer",
     "testcard": "renderers.testcard:TestcardRenderer",
+    "wav2lip": "renderers.wav2lip.renderer:Wav2LipRenderer",
 }
 
 

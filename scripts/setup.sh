@@ -16,7 +16,8 @@
 #   AVATAR_CACHE          cache root                (default: $HOME/.cache/avatar-agents)
 #   VENV                  virtualenv                (default: $AVATAR_CACHE/venv)
 #   PYTHON                interpreter for the venv  (default: python3)
-#   AVATAR_EXTRAS         pyproject extras besides "dev", comma separated (default: cloud,
+#   AVATAR_EXTRAS         pyproject extras besides "dev", comma separated (default:
+#                         cloud,wav2lip: the wav2lip renderer's torch and ONNX Runtime, and
 #                         the provider plugins used when their API keys are set)
 #   LIVEKIT_SERVER_BIN    use this livekit-server binary
 #   LIVEKIT_URL           external server to use when no binary is available
@@ -74,7 +75,7 @@ setup_python() {
 
     # The requirement list: [project].dependencies, the dev extra and AVATAR_EXTRAS.
     local reqs
-    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS-cloud}" "$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
+    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS-cloud,wav2lip}" "$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
 import os, re, sys, tomllib
 
 with open(sys.argv[1], "rb") as f:

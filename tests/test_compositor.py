@@ -281,10 +281,12 @@ class SentFrames:
 
     def __init__(self) -> None:
         self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
 
     def capture_frame(self, frame: rtc.VideoFrame) -> None:
         pixels = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
         self.frames.append(pixels.copy())
+        self.times.append(time.perf_counter())
 
 
 def corner_rgb(pixels: np.ndarray) -> tuple[int, ...]:
@@ -393,3 +395,44 @@ def test_composite_costs(capsys, tmp_path) -> None:
         lines.append(f"{label}: {', '.join(costs)}")
     with capsys.disabled():
         print("\ncomposite ms per 512x512 frame:", "; ".join(lines))
+
+
+@pytest.mark.parametrize("on_arrival", [True, False])
+async def test_pictures_sent_on_arrival_never_wait_behind_a_clock_after_a_burst(
+    on_arrival: bool,
+) -> None:
+    sent = SentFrames()
+    pacer = FramePacer(
+        audio_source=rtc.AudioSource(24000, 1),
+        video_source=sent,  # type: ignore[arg-type]
+        fps=FPS,
+        on_arrival=on_arrival,
+    )
+    picture = np.zeros((16, 16, 4), np.uint8)
+    try:
+        pushed: list[float] = []
+
+        async def push() -> None:
+            await pacer.push(video_frame(picture))
+            pushed.append(time.perf_counter())
+
+        for _ in range(3):  # on time, one per frame
+            await push()
+            await asyncio.sleep(1 / FPS)
+        for _ in range(3):  # three due at once: an interruption emptied the audio buffer
+            await push()
+        for _ in range(4):  # and on time again
+            await asyncio.sleep(1 / FPS)
+            await push()
+        await asyncio.sleep(4 / FPS)
+    finally:
+        await pacer.aclose()
+    assert len(sent.times) == 10
+    # How long after it was handed over each of the last pictures left.
+    held = [sent - pushed for sent, pushed in zip(sent.times[6:], pushed[6:], strict=True)]
+    if on_arrival:
+        assert sent.times[5] - sent.times[3] < 0.5 / FPS  # the burst goes out at once
+        assert max(held) < 0.5 / FPS, f"held {[round(h * 1000) for h in held]} ms"
+    else:
+        # AVSynchronizer's way: a slot each, so every later picture waits behind the clock.
+        assert min(held) > 1.0 / FPS

@@ -348,8 +348,11 @@ async def test_emotion_and_background_change_the_live_avatar(
             headers=AUTH,
         )
         assert resp.status == 200
-        assert ((await resp.json())["emotion"], (await resp.json())["intensity"]) == ("happy", 0.8)
+        answer = await resp.json()
+        assert (answer["emotion"], answer["intensity"]) == ("happy", 0.8)
         assert avatar.running.state.expression().emotion == "happy"  # the runtime has it
+        # This avatar's renderer (testcard) shows no emotion, and the API says so.
+        assert (answer["emotions"], answer["emotion_shown"]) == ([], False)
 
         resp = await client.post(
             f"/avatars/{session_id}/background", json={"background_id": "clinic_room"}, headers=AUTH
@@ -365,7 +368,12 @@ async def test_emotion_and_background_change_the_live_avatar(
 
         async def shows_new_state() -> bool:
             state = await _session(client, session_id)
-            return state["emotion"] == "happy" and state["background"] == "color:#10a0ff"
+            return (
+                state["emotion"] == "happy"
+                and state["background"] == "color:#10a0ff"
+                and state["emotions"] == []
+                and state["emotion_shown"] is False
+            )
 
         await _wait_for(shows_new_state, 3, "GET to show the new state")
 

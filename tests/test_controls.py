@@ -134,12 +134,16 @@ async def test_set_emotion_answers_the_new_state_and_publishes_it(live: Live) ->
     assert live.attributes()[ctl.BACKGROUND_ATTRIBUTE] == "original"
 
     state = await live.call(ctl.SET_EMOTION, {"emotion": "happy", "intensity": 0.8})
+    # The testcard has no emotion control: the state is kept, and said not to be shown.
     assert state == {
         "emotion": "happy",
         "intensity": 0.8,
         "background": "original",
         "speaking": False,
+        "emotions": [],
+        "emotion_shown": False,
     }
+    assert live.attributes()[ctl.EMOTIONS_ATTRIBUTE] == "[]"
     await live.wait_attribute(ctl.EMOTION_ATTRIBUTE, "happy")
     assert live.attributes()[ctl.INTENSITY_ATTRIBUTE] == "0.8"
     assert live.avatar.state.expression().emotion == "happy"
@@ -151,6 +155,8 @@ async def test_set_emotion_answers_the_new_state_and_publishes_it(live: Live) ->
         "intensity": 0.7,
         "background": "original",
         "speaking": False,
+        "emotions": [],
+        "emotion_shown": False,
     }
     await live.wait_attribute(ctl.INTENSITY_ATTRIBUTE, "0.7")
 
@@ -194,6 +200,8 @@ async def test_invalid_requests_answer_rpc_errors_that_list_what_is_valid(live: 
         "intensity": 0.0,
         "background": "original",
         "speaking": False,
+        "emotions": [],
+        "emotion_shown": False,
     }
 
     # An image id registered after the avatar started is valid at once.
@@ -313,6 +321,23 @@ async def test_interrupt_without_handler_failing_handler_and_unregister(
         refusing.register()
         error = await live.error(ctl.INTERRUPT, identity="bare")
         assert error.code == ctl.CANNOT_INTERRUPT and "isn't running" in error.message
+        # Undeclared, every emotion is shown.
+        assert (await live.call(ctl.SET_EMOTION, {"emotion": "sad"}, "bare"))["emotion_shown"]
         refusing.unregister()
+
+        # A renderer that shows some emotions refuses the others, listing what it shows.
+        partial = AvatarControls(room, AvatarState(), library, shown_emotions=("neutral", "happy"))
+        partial.register()
+        state = await live.call(ctl.SET_EMOTION, {"emotion": "happy"}, "bare")
+        assert state["emotions"] == ["neutral", "happy"] and state["emotion_shown"] is True
+        error = await live.error(ctl.SET_EMOTION, {"emotion": "angry"}, "bare")
+        assert error.code == ctl.INVALID_VALUE and "cannot show 'angry'" in error.message
+        assert json.loads(error.data or "{}")["valid"] == ["neutral", "happy"]
+        await live.viewer.wait_for(
+            lambda: live.attributes("bare").get(ctl.EMOTIONS_ATTRIBUTE) == '["neutral","happy"]',
+            5,
+            "emotions",
+        )
+        partial.unregister()
     finally:
         await asyncio.wait_for(room.disconnect(), 15)

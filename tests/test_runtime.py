@@ -41,6 +41,7 @@ class RecordingRenderer(Renderer):
     def __init__(self, video: VideoFormat, delay_s: float = 0.0, fail_every: int = 0) -> None:
         super().__init__(video)
         self.requests: list[FrameRequest] = []
+        self.batches: list[list[FrameRequest]] = []
         self.delay_s = delay_s
         self.fail_every = fail_every
         self.thread_names: set[str] = set()
@@ -54,6 +55,7 @@ class RecordingRenderer(Renderer):
         if self.delay_s:
             time.sleep(self.delay_s * len(requests))
         self.requests.extend(requests)
+        self.batches.append(list(requests))
         frame = np.zeros((self.video.height, self.video.width, 4), dtype=np.uint8)
         return [frame.copy() for _ in requests]
 
@@ -477,3 +479,19 @@ def test_lead_audio_needs_idle_audio_and_must_come_before_reading() -> None:
         silent_idle.lead_audio(LEAD)
     with pytest.raises(ValueError):
         AvatarVideoGenerator(renderer, unpaced()).lead_audio(-1)
+
+
+async def test_an_utterances_first_frame_is_rendered_alone_and_the_rest_in_batches() -> None:
+    renderer = RecordingRenderer(VideoFormat(64, 64, FPS))  # prefers batches of 4
+    generator = AvatarVideoGenerator(renderer, unpaced())
+    for seconds in (0.5, 0.5):
+        for frame in frames_of(tone_burst_audio(seconds, [])):
+            await generator.push_audio(frame)
+        await generator.push_audio(AudioSegmentEnd())
+    await collect(generator, until=lambda items: count(items, "end") == 2)
+    await generator.aclose()
+
+    speech_batches = [b for b in renderer.batches if b[0].is_speech]
+    firsts = [b for b in speech_batches if b[0].segment_position == 0]
+    assert len(firsts) == 2 and all(len(b) == 1 for b in firsts)
+    assert max(len(b) for b in speech_batches) > 1  # the others still go in batches

@@ -1,3 +1,5 @@
-"""Wav2Lip: for now only the avatar preparation that writes LiveTalking's wav2lip avatar
-package (prepare.py). The renderer itself comes later; nothing here is registered in
-renderers/registry.py yet."""
+"""`wav2lip`: an avatar package's video with its mouth re-drawn by the Wav2Lip network
+(renderer.py), the avatar preparation that writes LiveTalking's wav2lip package (prepare.py),
+the network and its checkpoints (model.py, checkpoint.py), mel features (mel.py) and the
+inference back ends (backends.py). Nothing here imports torch at import time: the registry
+names `renderers.wav2lip.renderer:Wav2LipRenderer`, which imports it only in `load`."""
