@@ -113,6 +113,7 @@ class AvatarControls:
         self._shown_emotions = tuple(EMOTIONS if shown_emotions is None else shown_emotions)
         self._registered = False
         self._changed = asyncio.Event()
+        self._stop_unpublished = False  # speaking went false since the last write
         self._published: dict[str, str] = {}
         self._attribute_task: asyncio.Task[None] | None = None
 
@@ -187,16 +188,31 @@ class AvatarControls:
         self._changed.set()
         return json.dumps(self.snapshot())
 
-    def _on_speaking(self, _speaking: bool) -> None:
+    def _on_speaking(self, speaking: bool) -> None:
+        if not speaking:
+            self._stop_unpublished = True
         self._changed.set()
 
     async def _publish_attributes(self) -> None:
         """One writer, so attributes are set in order; bursts of changes coalesce into one
-        update of the keys that differ from what was last published."""
+        update of the keys that differ from what was last published.
+
+        Except a stop of speaking: when speech stopped and started again while a write was
+        on its way (an interruption, then the next answer), `false` is published on its own
+        first, so watchers see the utterance end instead of one long one."""
         while True:
             await self._changed.wait()
             self._changed.clear()
             wanted = self.attributes()
+            stop_first = (
+                self._stop_unpublished
+                and wanted[SPEAKING_ATTRIBUTE] == "true"
+                and self._published.get(SPEAKING_ATTRIBUTE) == "true"
+            )
+            self._stop_unpublished = False
+            if stop_first:
+                wanted = {SPEAKING_ATTRIBUTE: "false"}
+                self._changed.set()  # the rest, speaking again included, right after
             changed = {k: v for k, v in wanted.items() if self._published.get(k) != v}
             if not changed:
                 continue
@@ -206,6 +222,7 @@ class AvatarControls:
                 await self._room.local_participant.set_attributes(changed)
             except Exception:
                 logger.debug("could not publish avatar state attributes", exc_info=True)
+                self._stop_unpublished = self._stop_unpublished or stop_first
                 await asyncio.sleep(_RETRY_S)
                 self._changed.set()
                 continue

@@ -341,3 +341,57 @@ async def test_interrupt_without_handler_failing_handler_and_unregister(
         partial.unregister()
     finally:
         await asyncio.wait_for(room.disconnect(), 15)
+
+
+class SpeakingSwitch:
+    """Stands in for AvatarPublisher's `speaking` and its listeners, so a test can stop and
+    restart speech faster than one attribute write takes."""
+
+    def __init__(self) -> None:
+        self.speaking = False
+        self._listeners: list = []
+
+    def add_speaking_listener(self, listener) -> None:  # noqa: ANN001
+        self._listeners.append(listener)
+
+    def remove_speaking_listener(self, listener) -> None:  # noqa: ANN001
+        self._listeners.remove(listener)
+
+    def set(self, speaking: bool) -> None:
+        self.speaking = speaking
+        for listener in list(self._listeners):
+            listener(speaking)
+
+
+async def test_speech_stopped_and_restarted_within_one_write_still_shows_the_stop(
+    live: Live, livekit_server: LiveKitServer
+) -> None:
+    room = rtc.Room()
+    await room.connect(
+        livekit_server.url,
+        make_token(livekit_server, "quick", live.viewer.room.name, can_update_own_metadata=True),
+    )
+    seen: list[str] = []
+
+    def record(changed: dict[str, str], participant: rtc.Participant) -> None:
+        if participant.identity == "quick" and ctl.SPEAKING_ATTRIBUTE in changed:
+            seen.append(changed[ctl.SPEAKING_ATTRIBUTE])
+
+    live.viewer.room.on("participant_attributes_changed", record)
+    switch = SpeakingSwitch()
+    controls = AvatarControls(room, AvatarState(), None, publisher=switch)  # type: ignore[arg-type]
+    try:
+        controls.register()
+        switch.set(True)
+        await live.viewer.wait_for(
+            lambda: live.attributes("quick").get(ctl.SPEAKING_ATTRIBUTE) == "true", 5, "speaking"
+        )
+        before = len(seen)
+        switch.set(False)  # an interruption...
+        switch.set(True)  # ...and the next answer, before anything was written
+        await live.viewer.wait_for(lambda: len(seen) >= before + 2, 5, "the stop and the start")
+        await asyncio.sleep(0.3)
+        assert seen[before:] == ["false", "true"]
+    finally:
+        controls.unregister()
+        await asyncio.wait_for(room.disconnect(), 15)
