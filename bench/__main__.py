@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import platform
 import sys
@@ -63,10 +64,10 @@ def main() -> int:
     parser.add_argument("--meshwarp-sessions", default="1,2,4,6")
     args = parser.parse_args()
     sessions = [int(n) for n in args.sessions.split(",") if n]
-    only = set(
-        args.only
-        or ["foundation", "meshwarp", "control_api", "offline_render", "jobs", "preparation"]
-    )
+    everything = ["foundation", "meshwarp", "control_api", "offline_render", "jobs", "preparation"]
+    if importlib.util.find_spec("torch") is not None:  # the wav2lip extra (setup's default)
+        everything.append("wav2lip")
+    only = set(args.only or everything)
 
     jobs = []
     if "jobs" in only:
