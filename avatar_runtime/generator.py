@@ -322,8 +322,12 @@ class AvatarVideoGenerator(VideoGenerator):
         return deadline
 
     def _renders_keep_up(self) -> bool:
-        recent = list(self.stats.render_ms)[-5:]
+        recent = self._recent_render_ms(5)
         return not recent or max(recent) < 500.0 / self.options.fps  # under half a frame
+
+    def _recent_render_ms(self, count: int) -> list[float]:
+        """The last `count` render times, without copying the whole history (per frame)."""
+        return list(itertools.islice(reversed(self.stats.render_ms), count))
 
     def _restart_clock(self, now: float, index: int) -> None:
         self._clock_anchor = (now + _QUEUE_LEAD_FRAMES / self.options.fps, index)
@@ -491,7 +495,7 @@ class AvatarVideoGenerator(VideoGenerator):
         if not self._audio_lead:
             return math.inf
         due = self._accepted - self._audio_lead  # the picture playing now
-        recent = list(self.stats.render_ms)[-10:]
+        recent = self._recent_render_ms(10)
         if not recent:
             return due + self._batch_size  # no measure yet: one frame ahead
         batch_frames = max(recent) * self._batch_size * self.options.fps / 1000.0

@@ -35,6 +35,8 @@ from typing import NoReturn
 import pytest
 from livekit import api
 
+from control_api.jobs.runner import pdeathsig_preexec as _pdeathsig
+
 # Development credentials, the same as in livekit.yaml (secrets must be >= 32 chars).
 DEFAULT_API_KEY = "devkey"
 DEFAULT_API_SECRET = "avatar-agents-local-dev-secret-0123456789"
@@ -154,25 +156,8 @@ logging:
 
 
 def pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get SIGTERM when pytest dies, even by SIGKILL.
-
-    Linux only (prctl PR_SET_PDEATHSIG); None elsewhere. libc is loaded here, in the
-    parent, so that the child only makes one system call between fork and exec.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return preexec
+    """A preexec_fn that makes the child get SIGTERM when pytest dies, even by SIGKILL."""
+    return _pdeathsig(signal.SIGTERM)
 
 
 def log_tail(path: Path, lines: int = 25) -> str:

@@ -110,8 +110,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn giving the worker SIGKILL when its supervisor dies (Linux only)."""
+def pdeathsig_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A preexec_fn that has the child sent `sig` when its parent dies, even by SIGKILL
+    (Linux only: prctl PR_SET_PDEATHSIG; None elsewhere). libc is loaded here, in the parent,
+    so the child makes only one system call between fork and exec."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -120,9 +122,10 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
+    pr_set_pdeathsig = 1
 
     def preexec() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl(pr_set_pdeathsig, sig)
 
     return preexec
 
@@ -348,7 +351,7 @@ class JobRunner:
                 cwd=REPO_ROOT,
                 env=env,
                 start_new_session=True,  # its own process group, killed as one
-                preexec_fn=_pdeathsig_preexec(),
+                preexec_fn=pdeathsig_preexec(),  # workers die with their supervisor
                 limit=_MAX_EVENT_BYTES,
             )
         process = attempt.process
