@@ -16,16 +16,18 @@ LIVEKIT_SERVER_BIN ?= $(firstword $(shell command -v livekit-server 2>/dev/null)
                                   $(wildcard $(AVATAR_CACHE)/bin/livekit-server))
 
 export AVATAR_CACHE VENV PYTHON LIVEKIT_SERVER_BIN
-# Code runs from the checkout, never pip-installed.
+# Code runs from the checkout, not pip-installed (`make wheel` builds the installable package).
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup client test demo bench clean
+.PHONY: help setup client wheel lint test demo bench clean
 
 help:
 	@echo "make setup   install/check venv, livekit-server, chromium, client_demo packages"
-	@echo "make client  install client_demo's packages and rebuild the web client (client_demo/dist)"
-	@echo "make test    run the test suite (pytest) against a throwaway livekit-server"
+	@echo "make client  install client_demo's packages and rebuild the web client (control_api/web)"
+	@echo "make wheel   build the web client, then the avatar-agents wheel into dist/"
+	@echo "make lint    ruff, mypy and the import rules (tests/test_import_rules.py)"
+	@echo "make test    lint, then the test suite (pytest) against a throwaway livekit-server"
 	@echo "make demo    run the local demo (scripts/demo.sh)"
 	@echo "make bench   run the benchmarks (python -m bench)"
 	@echo "make clean   remove caches and build output inside the checkout"
@@ -37,8 +39,27 @@ setup:
 client:
 	@bash scripts/setup.sh client
 
-test: setup
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+# The wheel carries the built web page (control_api/web/) as package data: build it first.
+# pip builds it in an isolated environment of its own (setuptools from pyproject's build-system).
+# setuptools' scratch folder build/ is emptied first: a module deleted since the last build
+# would otherwise still be packed from there. build/, *.egg-info and dist/ are gitignored.
+wheel: client
+	rm -rf build dist/avatar_agents-*.whl
+	$(firstword $(wildcard $(VENV)/bin/python) $(PYTHON)) -m pip wheel --no-deps --wheel-dir dist .
+	@ls -1 dist/avatar_agents-*.whl
+
+# Quick checks first: any finding stops `make test` before the long pytest run. The import
+# rules (the architecture's arrows) are a test of their own, so the full run skips them.
+lint: setup
+	@echo "lint: ruff check ."
+	@$(VENV)/bin/ruff check --quiet --output-format=concise .
+	@echo "lint: mypy"
+	@$(VENV)/bin/python -m mypy
+	@echo "lint: import rules"
+	@$(VENV)/bin/python -m pytest -q --no-header tests/test_import_rules.py
+
+test: lint
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) --ignore=tests/test_import_rules.py
 
 demo: setup
 	bash scripts/demo.sh
@@ -48,6 +69,7 @@ bench: setup
 
 # Only inside the checkout; the shared cache ($(AVATAR_CACHE)) is left alone.
 clean:
-	rm -rf .pytest_cache .ruff_cache .mypy_cache build client_demo/dist
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build dist client_demo/dist control_api/web \
+		control_api/web.old *.egg-info
 	find . -path ./client_demo/node_modules -prune -o -name __pycache__ -type d -prune \
 		-exec rm -rf {} +

@@ -3,18 +3,34 @@ that greets the room and speaks back the chat text it is sent."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from livekit.agents import Agent, AgentSession
+from livekit.agents.llm import FunctionTool, RawFunctionTool
 from livekit.agents.voice.room_io import TextInputEvent
 
 INSTRUCTIONS = (
     "You are a friendly assistant with a face: people see you as a talking avatar. "
     "Answer in short, natural spoken sentences without markdown, lists or emoji."
 )
+FACE_INSTRUCTIONS = (
+    " Your face shows emotion: call set_emotion as the conversation changes (concerned when"
+    " someone describes a problem, reassuring when you comfort them, happy when you greet),"
+    " and set_background when asked for another scene."
+)
 
 
 class AvatarAssistant(Agent):
-    def __init__(self, *, greeting: str, has_llm: bool) -> None:
-        super().__init__(instructions=INSTRUCTIONS)
+    def __init__(
+        self,
+        *,
+        greeting: str,
+        has_llm: bool,
+        tools: Sequence[FunctionTool | RawFunctionTool] = (),
+    ) -> None:
+        super().__init__(
+            instructions=INSTRUCTIONS + (FACE_INSTRUCTIONS if tools else ""), tools=list(tools)
+        )
         self._greeting = greeting
         self._has_llm = has_llm
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from avatar_runtime import DEFAULT_AVATAR, AvatarCatalog
+from renderers import RendererError
 
 logger = logging.getLogger("avatar-agent")
 
@@ -60,3 +63,20 @@ def avatar_source(
 def job_avatar_source(metadata: str | None, default: Path | None) -> Path | None:
     """`avatar_source` of the id that job metadata asks for."""
     return avatar_source(requested_avatar_id(metadata), default)
+
+
+T = TypeVar("T")
+
+
+async def with_default_avatar(
+    start: Callable[[Path | None], Awaitable[T]], source: Path | None, default: Path | None
+) -> T:
+    """`start(source)`; when the renderer cannot load `source` (RendererError), log it and
+    `start(default)` instead, so a bad catalog entry does not end the session."""
+    try:
+        return await start(source)
+    except RendererError as error:
+        if source == default:
+            raise
+        logger.error("cannot load avatar %s (%s); using the default avatar", source, error)
+        return await start(default)

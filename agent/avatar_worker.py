@@ -10,17 +10,29 @@ It registers as AVATAR_WORKER_NAME (default `avatar-renderer`) and takes only ex
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
+from pathlib import Path
 
 from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobRequest
 from livekit.agents.voice.avatar import DataStreamAudioReceiver
 
+import renderers
+from avatar_runtime import (
+    EMOTIONS,
+    AvatarState,
+    BackgroundLibrary,
+    RunningAvatar,
+    RuntimeOptions,
+    start_avatar,
+)
+from avatar_runtime.controls import DEFAULT_INTENSITY
+from avatar_runtime.remote import DEFAULT_WORKER_NAME, PUBLISH_ON_BEHALF, RemoteAvatarRequest
+
+from .avatar_source import avatar_source, with_default_avatar
 from .cli import run
 from .config import Settings
-from .worker import PUBLISH_ON_BEHALF, start_job_avatar
 
 logger = logging.getLogger("avatar-worker")
 
@@ -30,49 +42,89 @@ server = AgentServer(initialize_process_timeout=60.0)
 async def accept(request: JobRequest) -> None:
     """Join under the identity the agent chose, marked as publishing on the agent's behalf, so
     front ends show this participant's tracks as the agent's face and voice."""
-    meta = _metadata(request.job.metadata)
+    try:
+        meta = RemoteAvatarRequest.from_metadata(request.job.metadata)
+    except ValueError as error:
+        logger.error("rejecting an avatar job from room %s: %s", request.room.name, error)
+        await request.reject()
+        return
     await request.accept(
-        name="avatar",
-        identity=meta["avatar_identity"],
-        attributes={PUBLISH_ON_BEHALF: meta["agent_identity"]},
+        name=meta.name or "avatar",
+        identity=meta.avatar_identity,
+        attributes={PUBLISH_ON_BEHALF: meta.agent_identity},
     )
 
 
 @server.rtc_session(
-    agent_name=os.environ.get("AVATAR_WORKER_NAME", "avatar-renderer"), on_request=accept
+    agent_name=os.environ.get("AVATAR_WORKER_NAME", DEFAULT_WORKER_NAME), on_request=accept
 )
 async def entrypoint(ctx: JobContext) -> None:
     settings = Settings.from_env()
-    agent_identity = _metadata(ctx.job.metadata)["agent_identity"]
+    meta = RemoteAvatarRequest.from_metadata(ctx.job.metadata)
     await ctx.connect()
 
     # This participant answers the avatar's control RPCs. It has no AgentSession to stop, so
     # `avatar.interrupt` clears its own playback (start_avatar's default), as the agent's
     # `lk.clear_buffer` would; speech the agent is still streaming would play afterwards.
-    # The avatar is the one the agent forwarded in our dispatch metadata (`avatar_id`).
-    await start_job_avatar(
-        ctx, DataStreamAudioReceiver(ctx.room, sender_identity=agent_identity), settings
-    )
+    # The avatar is the one the agent asked for (`avatar_id`), resolved on this machine.
+    receiver = DataStreamAudioReceiver(ctx.room, sender_identity=meta.agent_identity)
+    renderer, options, state = _requested(meta, settings)
+
+    async def start(source: Path | None) -> RunningAvatar:
+        return await start_avatar(
+            ctx.room, receiver, renderer=renderer, source=source, options=options, state=state
+        )
+
+    source = avatar_source(meta.avatar_id, settings.source)
+    avatar = await with_default_avatar(start, source, settings.source)
+    ctx.add_shutdown_callback(avatar.aclose)
 
     # The avatar has no reason to stay once the agent it speaks for has left.
     agent_left = asyncio.Event()
 
     def on_disconnected(participant: rtc.RemoteParticipant) -> None:
-        if participant.identity == agent_identity:
+        if participant.identity == meta.agent_identity:
             agent_left.set()
 
     ctx.room.on("participant_disconnected", on_disconnected)
     await agent_left.wait()
-    logger.info("agent %s left room %s; avatar leaving", agent_identity, ctx.room.name)
+    logger.info("agent %s left room %s; avatar leaving", meta.agent_identity, ctx.room.name)
     ctx.shutdown("agent left")
 
 
-def _metadata(raw: str) -> dict[str, str]:
-    meta = json.loads(raw or "{}")
-    if not {"agent_identity", "avatar_identity"} <= meta.keys():
-        raise ValueError("avatar dispatch metadata needs agent_identity and avatar_identity")
-    return meta
+def _requested(
+    meta: RemoteAvatarRequest, settings: Settings
+) -> tuple[str, RuntimeOptions, AvatarState]:
+    """What the agent asked for, this worker's configuration where it asked for nothing or
+    for what this machine cannot do (logged: the session goes on with what it can)."""
+    renderer = meta.renderer or settings.renderer
+    if renderer not in renderers.available():
+        logger.error("renderer %r is not available here; using %s", renderer, settings.renderer)
+        renderer = settings.renderer
+    options = RuntimeOptions(
+        width=meta.width or settings.width,
+        height=meta.height or settings.height,
+        fps=meta.fps or settings.fps,
+        audio_sample_rate=settings.audio_sample_rate,
+    )
+    state = AvatarState()
+    if meta.emotion is not None:
+        if meta.emotion in EMOTIONS:
+            intensity = meta.intensity if meta.intensity is not None else DEFAULT_INTENSITY
+            state.set_emotion(meta.emotion, intensity)
+        else:
+            logger.error("unknown emotion %r asked for; starting neutral", meta.emotion[:40])
+    if meta.background is not None:
+        try:
+            state.set_background(meta.background, BackgroundLibrary())
+        except ValueError:
+            logger.error("unknown background %r asked for; showing the original", meta.background)
+    return renderer, options, state
+
+
+def main() -> None:
+    run(server, name="avatar-worker")
 
 
 if __name__ == "__main__":
-    run(server, name="avatar-worker")
+    main()

@@ -15,12 +15,14 @@ from renderers import RendererError, VideoFormat, create
 from .config import ConfigError, Settings, check_livekit_reachable
 
 _NEEDS_SERVER = ("dev", "start", "connect")
+_RUNS_AGENT = (*_NEEDS_SERVER, "console")
+"""Commands that run the agent, checked first; others (`download-files`, `--help`) are not."""
 
 
 def run(server: AgentServer, argv: Sequence[str] | None = None, *, name: str) -> NoReturn:
     argv = list(sys.argv if argv is None else argv)
     command = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
-    if command is not None:
+    if command in _RUNS_AGENT:
         try:
             preflight(command, argv)
         except (ConfigError, RendererError) as error:

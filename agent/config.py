@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from .capacity import default_worker_sessions
 
@@ -49,7 +49,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         if env is None:
-            load_dotenv(override=False)  # real environment variables win over .env
+            load_dotenv(dotenv_path(), override=False)  # real variables win over .env
             env = os.environ
         source = env.get("AVATAR_SOURCE") or None
         settings = cls(
@@ -90,6 +90,15 @@ class Settings:
             raise ConfigError(f"LIVEKIT_URL={self.livekit_url!r} must start with ws:// or wss://")
         if self.width % 2 or self.height % 2:
             raise ConfigError("AVATAR_WIDTH and AVATAR_HEIGHT must be even (video codecs need it)")
+
+
+def dotenv_path() -> str | None:
+    """The `.env` to read, by the control API's rule: the checkout's when running from one,
+    else the nearest from the current directory upwards (an installed worker)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return str(checkout / ".env")
+    return find_dotenv(usecwd=True) or None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from livekit.agents import llm, stt, tts
 
-from .tts_piper import PiperTTS
+from avatar_runtime.piper_tts import PiperTTS
 
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 CLOUD_EXTRA_HINT = "pip install 'avatar-agents[cloud]'"

@@ -6,35 +6,30 @@ LiveKit CLI drive it: `lk agent dev agent/worker.py`. `server` is the AgentServe
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import math
 import os
 from pathlib import Path
+from typing import cast
 
-from livekit import api, rtc
-from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess
+from livekit import rtc
+from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, JobContext, JobProcess
 from livekit.agents.types import ATTRIBUTE_AGENT_NAME
-from livekit.agents.voice.avatar import AudioReceiver, DataStreamAudioOutput, QueueAudioOutput
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 
-from avatar_runtime import RunningAvatar, RuntimeOptions, start_avatar
-from avatar_runtime.controls import InterruptHandler
-from avatar_runtime.dispatch import dispatch_until_joined
-from renderers import RendererError
+from avatar_runtime import AvatarSession
+from avatar_runtime.piper_tts import PiperTTS
+from avatar_runtime.remote import PUBLISH_ON_BEHALF
+from avatar_runtime.session import Mode
 
 from .assistant import AvatarAssistant, speak_chat_text
-from .avatar_source import AVATAR_ID_KEY, job_avatar_source, requested_avatar_id
+from .avatar_source import job_avatar_source, requested_avatar_id, with_default_avatar
 from .capacity import session_load
 from .config import Settings
 from .providers import describe, select_providers
 from .session_rpc import READY_ATTRIBUTE, register_session_rpc
-from .tts_piper import PiperTTS
 
 logger = logging.getLogger("avatar-agent")
-
-PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -69,9 +64,9 @@ async def entrypoint(ctx: JobContext) -> None:
         settings.avatar_mode,
     )
 
-    session = AgentSession(
-        stt=providers.stt,
-        llm=providers.llm,
+    session: AgentSession[None] = AgentSession(
+        stt=providers.stt if providers.stt is not None else NOT_GIVEN,
+        llm=providers.llm if providers.llm is not None else NOT_GIVEN,
         tts=providers.tts,
         vad=_vad(ctx) if providers.stt is not None else None,
         turn_handling={
@@ -81,12 +76,8 @@ async def entrypoint(ctx: JobContext) -> None:
         },
     )
 
-    if ctx.is_fake_job():
-        pass  # `console`: the terminal is the speaker, there is no room to show a face in
-    elif settings.avatar_mode == "remote":
-        session.output.audio = await _remote_avatar_output(ctx, settings)
-    else:
-        session.output.audio = await _in_process_avatar_output(ctx, settings, session)
+    # `console` (a fake job): the terminal is the speaker, there is no room to show a face in.
+    avatar = None if ctx.is_fake_job() else await start_job_avatar(ctx, session, settings)
 
     text_input = (
         TextInputOptions()
@@ -94,7 +85,12 @@ async def entrypoint(ctx: JobContext) -> None:
         else TextInputOptions(text_input_cb=speak_chat_text)
     )
     await session.start(
-        agent=AvatarAssistant(greeting=settings.greeting, has_llm=providers.llm is not None),
+        agent=AvatarAssistant(
+            greeting=settings.greeting,
+            has_llm=providers.llm is not None,
+            # With an LLM, the face follows the conversation: it picks its own expression.
+            tools=avatar.tools() if avatar is not None and providers.llm is not None else [],
+        ),
         room=ctx.room,
         room_options=RoomOptions(
             text_input=text_input,
@@ -109,69 +105,32 @@ async def entrypoint(ctx: JobContext) -> None:
         await ctx.room.local_participant.set_attributes({READY_ATTRIBUTE: "true"})
 
 
-async def _in_process_avatar_output(
-    ctx: JobContext, settings: Settings, session: AgentSession
-) -> QueueAudioOutput:
-    """The avatar runs inside this job and publishes as the agent participant itself, which
-    also answers the avatar's control RPCs: `avatar.interrupt` interrupts the whole session
-    (speech, LLM and TTS), not only the picture."""
-    audio = QueueAudioOutput(wait_playback_start=True)
-    await start_job_avatar(ctx, audio, settings, on_interrupt=session.interrupt)
-    return audio
+async def start_job_avatar(
+    ctx: JobContext, session: AgentSession, settings: Settings
+) -> AvatarSession:
+    """Give `session` its face, the `avatar_id` of the job's metadata (see avatar_source.py):
+    in-process, or through a dispatched avatar worker (AVATAR_MODE=remote), which resolves the
+    id on its own machine. In-process, a portrait the renderer cannot load is logged and
+    replaced by the configured source, so a bad catalog entry does not end the session."""
 
-
-async def _remote_avatar_output(ctx: JobContext, settings: Settings) -> DataStreamAudioOutput:
-    """Dispatch an avatar worker (possibly on a GPU machine; again while none joins, see
-    dispatch.py) and stream our speech to it. The dispatch forwards the job's `avatar_id`.
-
-    The avatar worker answers the control RPCs; its `avatar.interrupt` stops the avatar's
-    playback only (the agent hears of it as an interrupted playback), not this session."""
-    agent_identity = ctx.room.local_participant.identity
-    avatar_identity = f"{agent_identity}-avatar"
-    request = api.CreateAgentDispatchRequest(
-        agent_name=settings.avatar_worker_name,
-        room=ctx.room.name,
-        metadata=json.dumps(
-            {
-                "agent_identity": agent_identity,
-                "avatar_identity": avatar_identity,
-                # The id, not the path: the avatar worker resolves it on its own machine.
-                AVATAR_ID_KEY: requested_avatar_id(ctx.job.metadata),
-            }
-        ),
-    )
-    task = asyncio.create_task(_dispatch_avatar(ctx, request, avatar_identity))
-    ctx.add_shutdown_callback(lambda: _cancel(task))
-    return DataStreamAudioOutput(
-        ctx.room,
-        destination_identity=avatar_identity,
-        wait_remote_track=rtc.TrackKind.KIND_VIDEO,
-        wait_playback_start=True,
-    )
-
-
-async def _dispatch_avatar(
-    ctx: JobContext, request: api.CreateAgentDispatchRequest, avatar_identity: str
-) -> None:
-    """Dispatch the avatar worker, again while the avatar does not join (see dispatch.py)."""
-    try:
-        joined = await dispatch_until_joined(
-            ctx.api, request, lambda: avatar_identity in ctx.room.remote_participants
+    async def start(avatar: str | Path | None) -> AvatarSession:
+        avatar_session = AvatarSession(
+            renderer=settings.renderer,
+            avatar=avatar,
+            width=settings.width,
+            height=settings.height,
+            fps=settings.fps,
+            audio_sample_rate=settings.audio_sample_rate,
+            mode=cast(Mode, settings.avatar_mode),  # validated by Settings
+            avatar_worker_name=settings.avatar_worker_name,
         )
-    except Exception:
-        logger.exception("room %s: could not dispatch the avatar worker", ctx.room.name)
-        return
-    if not joined:
-        logger.error(
-            "room %s: no %s worker took the avatar's job; the agent is silent until one does",
-            ctx.room.name,
-            request.agent_name,
-        )
+        await avatar_session.start(session, room=ctx.room)
+        return avatar_session
 
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    if settings.avatar_mode == "remote":
+        return await start(requested_avatar_id(ctx.job.metadata))
+    source = job_avatar_source(ctx.job.metadata, settings.source)
+    return await with_default_avatar(start, source, settings.source)
 
 
 def another_agent_serves(room: rtc.Room, agent_name: str) -> bool:
@@ -193,48 +152,6 @@ def another_agent_serves(room: rtc.Room, agent_name: str) -> bool:
     )
 
 
-async def start_job_avatar(
-    ctx: JobContext,
-    audio: AudioReceiver,
-    settings: Settings,
-    *,
-    on_interrupt: InterruptHandler | None = None,
-) -> RunningAvatar:
-    """Start the avatar of this job (the `avatar_id` of its metadata, see avatar_source.py) in
-    its room, stopped when the job shuts down. A portrait the renderer cannot load is logged
-    and replaced by the configured source, so a bad catalog entry does not end the session."""
-    source = job_avatar_source(ctx.job.metadata, settings.source)
-
-    async def start(source: Path | None) -> RunningAvatar:
-        return await start_avatar(
-            ctx.room,
-            audio,
-            renderer_name=settings.renderer,
-            source=source,
-            options=runtime_options(settings),
-            on_interrupt=on_interrupt,
-        )
-
-    try:
-        avatar = await start(source)
-    except RendererError as error:
-        if source == settings.source:
-            raise
-        logger.error("cannot load avatar %s (%s); using the default avatar", source, error)
-        avatar = await start(settings.source)
-    ctx.add_shutdown_callback(avatar.aclose)
-    return avatar
-
-
-def runtime_options(settings: Settings) -> RuntimeOptions:
-    return RuntimeOptions(
-        width=settings.width,
-        height=settings.height,
-        fps=settings.fps,
-        audio_sample_rate=settings.audio_sample_rate,
-    )
-
-
 def _vad(ctx: JobContext):  # noqa: ANN202 - silero's type lives in an optional plugin
     from livekit.plugins import silero
 
@@ -243,4 +160,4 @@ def _vad(ctx: JobContext):  # noqa: ANN202 - silero's type lives in an optional 
     return ctx.proc.userdata["vad"]
 
 
-__all__ = ["PUBLISH_ON_BEHALF", "entrypoint", "runtime_options", "server", "start_job_avatar"]
+__all__ = ["entrypoint", "server", "start_job_avatar"]

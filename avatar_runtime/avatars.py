@@ -6,8 +6,8 @@ An avatar id names a portrait source for the renderer:
   default); `resolve` answers None for it;
 * `<id>.png`, `<id>.jpg`, `<id>.jpeg` or `<id>.webp` in the avatars directory (a portrait), or
   `<id>/` there (an avatar package, as a preparation job makes one);
-* the portraits bundled in `assets/portraits/` (`astronaut`), unless the directory has an entry
-  with the same id.
+* the portraits bundled with the package (`renderers/assets/portraits/`: `astronaut`), unless the
+  directory has an entry with the same id.
 
 Renderers keep what they prepare from a portrait under `$AVATAR_CACHE/avatars/<renderer>/`
 (meshwarp does), so a directory named after a registered renderer is not an avatar package.
@@ -25,12 +25,14 @@ import os
 from pathlib import Path
 
 import renderers
+from renderers.bundled import PORTRAITS_DIR
 from renderers.cache import cache_dir
 
 from .backgrounds import ID_PATTERN
 
 DEFAULT_AVATAR = "default"
-BUNDLED_PORTRAITS_DIR = Path(__file__).resolve().parents[1] / "assets" / "portraits"
+BUNDLED_PORTRAITS_DIR = PORTRAITS_DIR
+"""The portraits shipped inside the package (renderers' package data)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 """Portrait files, in the order `resolve` prefers them when one id has several; an avatar
 package (`<id>/`) comes after all of them."""
@@ -46,7 +48,7 @@ def default_avatars_dir() -> Path:
 
 class AvatarCatalog:
     """Avatar ids and the sources they name: `directory` (default `default_avatars_dir()`)
-    first, then `bundled_dir` (default: the portraits shipped in `assets/portraits`).
+    first, then `bundled_dir` (default: the portraits shipped in the package).
 
     Nothing is cached: every call reads the directories, so an avatar added by another process
     is there on the next call.

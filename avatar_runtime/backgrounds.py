@@ -7,10 +7,14 @@ A background spec is a string:
 * `color:#RRGGBB` (or just `#RRGGBB`): a solid colour;
 * any other string: the id of an image registered in a `BackgroundLibrary`.
 
-Ids such as `medical_office` or `clinic_room` are nothing special: they resolve once an image
-has been registered under them. The library keeps its images as PNG files in one directory, so
-they survive restarts and every process pointed at that directory (the control API that
-registers them, the avatar workers that show them) sees the same set.
+A library has two layers. The images registered (uploaded) into it are PNG files in one
+directory, so they survive restarts and every process pointed at that directory (the control
+API that registers them, the avatar workers that show them) sees the same set. Under them lie
+the images bundled with the runtime in `avatar_runtime/assets/backgrounds/` (package data,
+drawn by `scripts/make_backgrounds.py`): `medical_office`, `clinic_room`, `hospital_room` and
+`consultation_room`, there out of the box. An upload with a bundled image's id is shown instead
+of it, and removing the upload brings the bundled image back; the bundled images themselves
+are never written or removed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ BLUR = "blur"
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _COLOR = re.compile(r"(?:color:)?#([0-9a-fA-F]{6})")
 _SUFFIX = ".png"
+BUNDLED_BACKGROUNDS_DIR = Path(__file__).resolve().parent / "assets" / "backgrounds"
+"""The background images shipped with the runtime, `<id>.jpg` (or .jpeg, .png, .webp)."""
+_BUNDLED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def default_backgrounds_dir() -> Path:
@@ -95,22 +102,27 @@ def valid_backgrounds(
 
 
 class BackgroundLibrary:
-    """Background images by id, stored as `<id>.png` in `directory`.
+    """Background images by id: those registered, stored as `<id>.png` in `directory`, over
+    those bundled in `bundled_dir` (default `BUNDLED_BACKGROUNDS_DIR`; a registered image wins
+    over a bundled one with the same id).
 
     Thread-safe: the control API registers images while sessions composite. Writes are atomic
     (a temporary file renamed into place), so other processes never read half a file, and the
-    fitted copies cached in memory are keyed on the file's size and modification time, so an
-    image re-registered by another process is picked up on the next frame.
+    fitted copies cached in memory are keyed on the file shown (its path, size and modification
+    time), so an image re-registered by another process, or the bundled one coming back when an
+    upload is removed, is picked up on the next frame.
     """
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, bundled_dir: Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_backgrounds_dir()
+        self.bundled_dir = Path(bundled_dir) if bundled_dir is not None else BUNDLED_BACKGROUNDS_DIR
         self._lock = threading.Lock()
         # (id, width, height) -> (file signature, fitted RGB image)
-        self._fitted: dict[tuple[str, int, int], tuple[tuple[int, int], np.ndarray]] = {}
+        self._fitted: dict[tuple[str, int, int], tuple[tuple[str, int, int], np.ndarray]] = {}
 
     def register(self, background_id: str, data: bytes) -> None:
-        """Store an image (PNG, JPEG or WebP bytes) under `background_id`, replacing any.
+        """Store an image (PNG, JPEG or WebP bytes) under `background_id`, replacing any (a
+        bundled image with that id stays in the package, hidden while this one exists).
 
         ValueError for a malformed id; RendererError from `load_image` ('unsupported_format',
         'corrupt_image', 'image_too_large') for bytes that are no usable image. Decoding and
@@ -135,7 +147,8 @@ class BackgroundLibrary:
             self._forget(background_id)
 
     def remove(self, background_id: str) -> None:
-        """Delete an image; KeyError when no image has that id."""
+        """Delete a registered image (a bundled one with that id shows again); KeyError when
+        none has that id. Bundled images cannot be removed."""
         with self._lock:
             self._forget(background_id)
             if not ID_PATTERN.fullmatch(background_id):
@@ -146,36 +159,53 @@ class BackgroundLibrary:
                 raise KeyError(background_id) from None
 
     def ids(self) -> list[str]:
-        """The registered ids, sorted."""
-        try:
-            names = [path.name for path in self.directory.iterdir()]
-        except FileNotFoundError:
-            return []
-        found = (name[: -len(_SUFFIX)] for name in names if name.endswith(_SUFFIX))
-        return sorted(stem for stem in found if ID_PATTERN.fullmatch(stem))
+        """Every id an image can be had for, registered or bundled, sorted."""
+        return sorted({*self.registered_ids(), *self.bundled_ids()})
+
+    def registered_ids(self) -> list[str]:
+        """The ids of the registered (uploaded) images, sorted."""
+        return _stems(self.directory, (_SUFFIX,))
+
+    def bundled_ids(self) -> list[str]:
+        """The ids of the bundled images, sorted, whether or not a registered one hides them."""
+        return _stems(self.bundled_dir, _BUNDLED_SUFFIXES)
+
+    def is_bundled(self, background_id: str) -> bool:
+        """Whether the image shown for `background_id` is the bundled one (none registered)."""
+        found = self._find(background_id)
+        return found is not None and found[0]
+
+    def path(self, background_id: str) -> Path:
+        """The file of the image shown for `background_id`: the registered one, else the
+        bundled one. KeyError when there is neither."""
+        found = self._find(background_id)
+        if found is None:
+            raise KeyError(background_id)
+        return found[1]
 
     def __contains__(self, background_id: object) -> bool:
-        return (
-            isinstance(background_id, str)
-            and ID_PATTERN.fullmatch(background_id) is not None
-            and self._path(background_id).is_file()
-        )
+        return isinstance(background_id, str) and self._find(background_id) is not None
 
     def image(self, background_id: str, width: int, height: int) -> np.ndarray:
         """The image as (height, width, 3) uint8 RGB, scaled to cover that size and cropped
         around its centre. Cached per size; the array is read-only. KeyError when no image has
         that id."""
-        if not ID_PATTERN.fullmatch(background_id):
-            raise KeyError(background_id)
-        path = self._path(background_id)
         key = (background_id, width, height)
         with self._lock:
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                self._forget(background_id)
-                raise KeyError(background_id) from None
-            signature = (stat.st_size, stat.st_mtime_ns)
+            for _ in range(3):  # the registered file may go between finding and reading it
+                found = self._find(background_id)
+                if found is None:
+                    self._forget(background_id)
+                    raise KeyError(background_id)
+                path = found[1]
+                try:
+                    stat = path.stat()
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                raise KeyError(background_id)
+            signature = (str(path), stat.st_size, stat.st_mtime_ns)
             cached = self._fitted.get(key)
             if cached is not None and cached[0] == signature:
                 return cached[1]
@@ -191,9 +221,43 @@ class BackgroundLibrary:
     def _path(self, background_id: str) -> Path:
         return self.directory / f"{background_id}{_SUFFIX}"
 
+    def _bundled_path(self, background_id: str) -> Path | None:
+        for suffix in _BUNDLED_SUFFIXES:
+            candidate = self.bundled_dir / f"{background_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _find(self, background_id: str) -> tuple[bool, Path] | None:
+        """(bundled?, file) of the image shown for `background_id`, or None."""
+        if not isinstance(background_id, str) or not ID_PATTERN.fullmatch(background_id):
+            return None
+        if background_id in (ORIGINAL, BLUR):
+            return None
+        registered = self._path(background_id)
+        if registered.is_file():
+            return False, registered
+        bundled = self._bundled_path(background_id)
+        return (True, bundled) if bundled is not None else None
+
     def _forget(self, background_id: str) -> None:
         for key in [key for key in self._fitted if key[0] == background_id]:
             del self._fitted[key]
+
+
+def _stems(directory: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """The valid image ids among the files in `directory` ending in one of `suffixes`."""
+    try:
+        names = [path.name for path in directory.iterdir()]
+    except OSError:  # missing, or not a directory
+        return []
+    found: set[str] = set()
+    for name in names:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and f".{suffix}" in suffixes and ID_PATTERN.fullmatch(stem):
+            if stem not in (ORIGINAL, BLUR):
+                found.add(stem)
+    return sorted(found)
 
 
 def cover_fit(rgb: np.ndarray, width: int, height: int) -> np.ndarray:

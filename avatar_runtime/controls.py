@@ -36,7 +36,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from livekit import rtc
@@ -70,6 +70,23 @@ INTERNAL_ERROR = 2500
 """Anything unexpected inside a handler (logged here)."""
 NOT_SUPPORTED = 2501
 """`avatar.interrupt` on an avatar that was given no way to interrupt."""
+
+DEFAULT_STATE: dict[str, Any] = {
+    "emotion": "neutral",
+    "intensity": 0.0,
+    "background": "original",
+    "speaking": False,
+    "emotions": [],
+    "emotion_shown": False,
+}
+"""The state of an avatar that has not published its attributes yet."""
+_STATE_ATTRIBUTES = {
+    EMOTION_ATTRIBUTE: "emotion",
+    INTENSITY_ATTRIBUTE: "intensity",
+    BACKGROUND_ATTRIBUTE: "background",
+    SPEAKING_ATTRIBUTE: "speaking",
+    EMOTIONS_ATTRIBUTE: "emotions",
+}
 
 DEFAULT_INTENSITY = 0.7
 INTERRUPT_WAIT_S = 5.0
@@ -232,12 +249,29 @@ class AvatarControls:
 
     async def _set_emotion(self, payload: str) -> str:
         request = payload_object(payload, required=_EMOTION_FIELDS, optional=_INTENSITY_FIELD)
-        emotion = request["emotion"]
+        self.set_emotion(request["emotion"], request.get("intensity", DEFAULT_INTENSITY))
+        return self._answer()
+
+    async def _set_background(self, payload: str) -> str:
+        request = payload_object(payload, required=_BACKGROUND_FIELDS)
+        self.set_background(request["background_id"])
+        return self._answer()
+
+    async def _get_state(self, _payload: str) -> str:
+        return self._answer()
+
+    async def _interrupt(self, _payload: str) -> str:
+        await self.interrupt()
+        return self._answer()
+
+    # -- the same controls, called in-process --------------------------------------------------
+
+    def set_emotion(self, emotion: object, intensity: object = DEFAULT_INTENSITY) -> dict[str, Any]:
+        """Validate and apply an emotion (ControlError if it is not valid); the new state."""
         if not isinstance(emotion, str):
-            raise rtc.RpcError(BAD_REQUEST, "'emotion' must be a string")
-        intensity = request.get("intensity", DEFAULT_INTENSITY)
+            raise ControlError(BAD_REQUEST, "'emotion' must be a string")
         if isinstance(intensity, bool) or not isinstance(intensity, int | float):
-            raise rtc.RpcError(BAD_REQUEST, "'intensity' must be a number")
+            raise ControlError(BAD_REQUEST, "'intensity' must be a number")
         if emotion not in EMOTIONS:
             raise _invalid(f"unknown emotion {_clip(emotion)!r}", list(EMOTIONS))
         if self._shown_emotions and emotion not in self._shown_emotions:
@@ -247,45 +281,89 @@ class AvatarControls:
             )
         intensity = float(intensity)
         if not (math.isfinite(intensity) and 0.0 <= intensity <= 1.0):
-            raise rtc.RpcError(INVALID_VALUE, "intensity must be between 0 and 1")
+            raise ControlError(INVALID_VALUE, "intensity must be between 0 and 1")
         self._state.set_emotion(emotion, intensity)
-        return self._answer()
+        self._changed.set()
+        return self.snapshot()
 
-    async def _set_background(self, payload: str) -> str:
-        request = payload_object(payload, required=_BACKGROUND_FIELDS)
-        spec = request["background_id"]
-        if not isinstance(spec, str):
-            raise rtc.RpcError(BAD_REQUEST, "'background_id' must be a string")
+    def set_background(self, background_id: object) -> dict[str, Any]:
+        """Validate and apply a background (ControlError if it is not valid); the new state."""
+        if not isinstance(background_id, str):
+            raise ControlError(BAD_REQUEST, "'background_id' must be a string")
         try:
-            self._state.set_background(spec, self._library)
+            self._state.set_background(background_id, self._library)
         except ValueError:
             # The library is read once more to list it: a file listing, cheap next to an RPC.
             raise _invalid(
-                f"unknown background {_clip(spec)!r}", valid_backgrounds(self._library)
+                f"unknown background {_clip(background_id)!r}", valid_backgrounds(self._library)
             ) from None
-        return self._answer()
+        self._changed.set()
+        return self.snapshot()
 
-    async def _get_state(self, _payload: str) -> str:
-        return self._answer()
+    def valid_backgrounds(self) -> list[str]:
+        """The background ids `set_background` accepts now (`color:#RRGGBB` stands for any
+        colour)."""
+        return valid_backgrounds(self._library)
 
-    async def _interrupt(self, _payload: str) -> str:
+    @property
+    def shown_emotions(self) -> tuple[str, ...]:
+        """The emotions this avatar's renderer shows (empty: none, the state is only kept)."""
+        return self._shown_emotions
+
+    async def interrupt(self) -> dict[str, Any]:
+        """Stop the current speech through `on_interrupt` (ControlError if there is none or it
+        refuses); the new state."""
         if self._on_interrupt is None:
-            raise rtc.RpcError(NOT_SUPPORTED, "this avatar cannot be interrupted")
+            raise ControlError(NOT_SUPPORTED, "this avatar cannot be interrupted")
         await run_interrupt(self._on_interrupt)
-        return self._answer()
+        self._changed.set()
+        return self.snapshot()
+
+
+class ControlError(ValueError):
+    """A control that cannot be applied: `code` is one of the codes above (2000 + an HTTP
+    status), `valid` lists the accepted values where there is a list. Over RPC it travels as
+    an `rtc.RpcError` with the same code, message and `{"valid": [...]}` as data."""
+
+    def __init__(self, code: int, message: str, valid: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.valid = list(valid) if valid is not None else None
+
+    def to_rpc_error(self) -> rtc.RpcError:
+        data = None
+        if self.valid is not None:
+            encoded = json.dumps({"valid": self.valid})
+            data = encoded if len(encoded) <= _DATA_BYTES else None
+        return rtc.RpcError(self.code, fit_message(self.message), data)
+
+    @classmethod
+    def from_rpc_error(cls, error: rtc.RpcError) -> ControlError:
+        valid = None
+        if error.data:
+            try:
+                listed = json.loads(error.data).get("valid")
+            except (ValueError, AttributeError):
+                listed = None
+            if isinstance(listed, list):
+                valid = [str(item) for item in listed]
+        return cls(error.code, error.message, valid)
 
 
 def guarded(
     method: str, handler: Callable[[str], Awaitable[str]]
 ) -> Callable[[rtc.RpcInvocationData], Awaitable[str]]:
-    """`handler(payload)` as an RPC handler: RpcErrors pass, anything else is logged and
-    answered as INTERNAL_ERROR."""
+    """`handler(payload)` as an RPC handler: RpcErrors pass, ControlErrors become the RpcError
+    they stand for, anything else is logged and answered as INTERNAL_ERROR."""
 
     async def handle(data: rtc.RpcInvocationData) -> str:
         try:
             return await handler(data.payload)
         except rtc.RpcError:
             raise
+        except ControlError as error:
+            raise error.to_rpc_error() from None
         except Exception as error:
             logger.exception("%s failed", method)
             raise rtc.RpcError(
@@ -297,11 +375,11 @@ def guarded(
 
 async def run_interrupt(on_interrupt: InterruptHandler) -> None:
     """Call `on_interrupt` and wait for its awaitable up to INTERRUPT_WAIT_S (a slower one is
-    left to finish); CANNOT_INTERRUPT when it raises."""
+    left to finish); ControlError CANNOT_INTERRUPT when it raises."""
     try:
         result = on_interrupt()
     except Exception as error:
-        raise rtc.RpcError(CANNOT_INTERRUPT, fit_message(f"could not interrupt: {error}")) from None
+        raise ControlError(CANNOT_INTERRUPT, f"could not interrupt: {error}") from None
     if inspect.isawaitable(result):
         future = asyncio.ensure_future(result)
         # asyncio.wait, not wait_for: a slow interruption is left to finish, not cancelled.
@@ -309,8 +387,8 @@ async def run_interrupt(on_interrupt: InterruptHandler) -> None:
         if not future.done():
             future.add_done_callback(_consume)
         elif not future.cancelled() and future.exception() is not None:
-            error = future.exception()
-            raise rtc.RpcError(CANNOT_INTERRUPT, fit_message(f"could not interrupt: {error}"))
+            failure = future.exception()
+            raise ControlError(CANNOT_INTERRUPT, f"could not interrupt: {failure}")
 
 
 def payload_object(
@@ -336,7 +414,7 @@ def payload_object(
     return request
 
 
-def _invalid(what: str, valid: list[str]) -> rtc.RpcError:
+def _invalid(what: str, valid: list[str]) -> ControlError:
     """INVALID_VALUE listing as many valid values as the message holds, all of them in data."""
     head = f"{what}; valid: "
 
@@ -349,10 +427,7 @@ def _invalid(what: str, valid: list[str]) -> rtc.RpcError:
         if len(message([*shown, item]).encode()) > _MESSAGE_BYTES:
             break
         shown.append(item)
-    data = json.dumps({"valid": valid})
-    return rtc.RpcError(
-        INVALID_VALUE, fit_message(message(shown)), data if len(data) <= _DATA_BYTES else None
-    )
+    return ControlError(INVALID_VALUE, message(shown), valid)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -370,3 +445,35 @@ def fit_message(message: str) -> str:
     if len(encoded) <= _MESSAGE_BYTES:
         return message
     return encoded[: _MESSAGE_BYTES - 3].decode(errors="ignore") + "..."
+
+
+def state_from_attributes(
+    attributes: Mapping[str, str], *, partial: bool = False
+) -> dict[str, Any]:
+    """The avatar state (as `AvatarControls.snapshot()` gives it) that a participant's
+    attributes carry; with `partial`, only what they contain. How another process (the control
+    API, a remote-mode AvatarSession) reads an avatar's state without a round trip."""
+    state: dict[str, Any] = {} if partial else dict(DEFAULT_STATE)
+    for attribute, name in _STATE_ATTRIBUTES.items():
+        raw = attributes.get(attribute)
+        if raw is None:
+            continue
+        if name == "intensity":
+            try:
+                state[name] = float(raw)
+            except ValueError:
+                continue
+        elif name == "speaking":
+            state[name] = raw == "true"
+        elif name == "emotions":
+            try:
+                emotions = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(emotions, list):
+                state[name] = [e for e in emotions if isinstance(e, str)]
+        else:
+            state[name] = raw
+    if "emotions" in state and "emotion" in state:
+        state["emotion_shown"] = state["emotion"] in state["emotions"]
+    return state

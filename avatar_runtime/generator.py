@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -444,6 +444,7 @@ class AvatarVideoGenerator(VideoGenerator):
                 expression = self._expression()
                 requests = [replace(plan.request, expression=expression) for plan in batch]
                 started = time.perf_counter()
+                pictures: Sequence[np.ndarray | None]
                 try:
                     pictures = await loop.run_in_executor(
                         self._executor, self._render_batch, requests, reset

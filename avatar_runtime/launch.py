@@ -41,7 +41,7 @@ async def start_avatar(
     room: rtc.Room,
     audio_recv: AudioReceiver,
     *,
-    renderer_name: str,
+    renderer: str | renderers.Renderer,
     source: Path | None,
     options: RuntimeOptions,
     state: AvatarState | None = None,
@@ -58,12 +58,17 @@ async def start_avatar(
     The room's local participant answers the control RPCs (avatar_runtime.controls) and
     carries the state attributes. `avatar.interrupt` calls `on_interrupt` (in-process: the
     AgentSession's `interrupt`), by default the publisher's own `interrupt`, which stops the
-    playback at once as the agent's `clear_buffer` would."""
+    playback at once as the agent's `clear_buffer` would.
+
+    `renderer` is a registered renderer's name, or an instance made for `options`' video
+    format (not loaded yet: it is loaded here, with `source`)."""
     state = state or AvatarState()
     library = library if library is not None else BackgroundLibrary()
-    renderer = renderers.create(
-        renderer_name, renderers.VideoFormat(options.width, options.height, options.fps)
-    )
+    state.set_background(state.background, library)  # canonical spelling; ValueError if unknown
+    if isinstance(renderer, str):
+        renderer = renderers.create(
+            renderer, renderers.VideoFormat(options.width, options.height, options.fps)
+        )
     await asyncio.to_thread(renderer.load, source)
     compositor = Compositor(
         options.width,

@@ -134,6 +134,7 @@ class AvatarPublisher:
             _, stuck = await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
             if stuck:
                 logger.warning("avatar tasks did not stop: %s", [t.get_name() for t in stuck])
+        await self._unpublish_tracks()
         await self._audio_recv.aclose()
         await self._video_gen.aclose()
         await self._pacer.aclose()
@@ -150,6 +151,20 @@ class AvatarPublisher:
         )
         video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, self._video_source)
         self.video_publication = await local.publish_track(video_track, self._video_options())
+
+    async def _unpublish_tracks(self) -> None:
+        """Take the avatar's tracks off the room, so a participant that stays (the agent,
+        in-process) stops showing a frozen picture; nothing to do once the room is gone."""
+        publications = [p for p in (self.audio_publication, self.video_publication) if p]
+        self.audio_publication = self.video_publication = None
+        if not publications or not self._room.isconnected():
+            return
+        local = self._room.local_participant
+        for publication in publications:
+            try:
+                await asyncio.wait_for(local.unpublish_track(publication.sid), _CLOSE_TIMEOUT_S)
+            except Exception:
+                logger.debug("could not unpublish %s", publication.name, exc_info=True)
 
     def _video_options(self) -> rtc.TrackPublishOptions:
         """One full-size layer: an avatar is the main picture on every screen that shows it,

@@ -23,7 +23,7 @@ class RuntimeStats:
     first_frame_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50))
     """Per utterance: from its first audio reaching the runtime to its first frame leaving."""
 
-    def snapshot(self) -> dict[str, float | int]:
+    def snapshot(self) -> dict[str, float | int | None]:
         render = np.array(self.render_ms) if self.render_ms else np.zeros(1)
         latency = list(self.first_frame_latency_ms)
         return {

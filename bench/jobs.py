@@ -16,6 +16,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict
 
 from aiohttp.test_utils import TestClient
 
@@ -25,7 +26,15 @@ from tests.media import talking_head_video
 
 JOBS = 9
 CAPS = (1, 2, 3)
-CLIP = {"seconds": 4.0, "fps": 25, "size": (640, 360)}
+
+
+class Clip(TypedDict):
+    seconds: float
+    fps: int
+    size: tuple[int, int]
+
+
+CLIP: Clip = {"seconds": 4.0, "fps": 25, "size": (640, 360)}
 INTERNAL = "/api/v1/internal/avatar/jobs"
 
 

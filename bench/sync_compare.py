@@ -29,7 +29,7 @@ RATE = 24000
 
 def synthesize(text: str) -> list[rtc.AudioFrame]:
     """Piper speech, chunked the way the TTS streams it (about 100 ms per frame)."""
-    from agent.tts_piper import PiperTTS
+    from avatar_runtime.piper_tts import PiperTTS
 
     async def run() -> list[rtc.AudioFrame]:
         tts = PiperTTS()

@@ -17,8 +17,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from renderers import FrameRequest
 
 LIVETALKING_FPS = {"wav2lip256 on an RTX 3060": 60, "wav2lip256 on an RTX 3080 Ti": 120}
 """LiveTalking's published inference figures (README), for comparison."""
@@ -59,10 +63,10 @@ def _configurations() -> list[tuple[str, str, bool]]:
 
 def backend_fps(
     checkpoint: Path, cache: Path, batches: list[int], seconds: float
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     from renderers.wav2lip.backends import create_generator, measure_fps
 
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     for backend, device, fp16 in _configurations():
         started = time.perf_counter()
         try:
@@ -73,22 +77,23 @@ def backend_fps(
             rows.append({"backend": backend, "device": device, "error": str(error)})
             continue
         load_s = time.perf_counter() - started
-        row: dict[str, object] = {
+        fps: dict[int, float] = {}
+        row: dict[str, Any] = {
             "backend": backend,
             "device": device,
             "precision": "fp16" if fp16 else "fp32",
             "load_s": round(load_s, 2),
-            "fps": {},
+            "fps": fps,
         }
         for batch in batches:
             print(f"bench: wav2lip {backend} {device} batch {batch}", flush=True)
-            row["fps"][batch] = round(measure_fps(generator, batch, seconds), 1)  # type: ignore[index]
+            fps[batch] = round(measure_fps(generator, batch, seconds), 1)
         rows.append(row)
         del generator
     return rows
 
 
-def _speech_requests(seconds: float, fps: float) -> list:
+def _speech_requests(seconds: float, fps: float) -> list[FrameRequest]:
     """An utterance's requests, cut by the runtime's own SpeechQueue (as a session gets them)."""
     from livekit import rtc
 
@@ -104,7 +109,7 @@ def _speech_requests(seconds: float, fps: float) -> list:
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     queue.push(rtc.AudioFrame(pcm.tobytes(), 16000, 1, pcm.size))
     queue.end_segment()
-    requests = []
+    requests: list[FrameRequest] = []
     while (window := queue.next_window()) is not None:
         requests.append(
             window.frame_request(index=len(requests), speech_position=window.segment_position)

@@ -1,5 +1,6 @@
 """`python -m control_api [--host 127.0.0.1] [--port 8080]`: the service (the default).
-`python -m control_api prepare VIDEO ...`: prepare an avatar package (see prepare_cli.py)."""
+`python -m control_api prepare VIDEO ...`: prepare an avatar package (see prepare_cli.py).
+Installed, the console script `avatar-control-api` is the same command."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     from .security import ensure_credentials
 
     parser = argparse.ArgumentParser(
-        prog="python -m control_api",
+        prog=_prog(),
         description="Avatar Agents control API and web client.",
         epilog="python -m control_api prepare --help: turn a training video into an avatar package",
     )
@@ -76,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         print=None,
         access_log=None if args.no_access_log else logging.getLogger("aiohttp.access"),
     )
+
+
+def _prog() -> str:
+    """How the user started us: `avatar-control-api` (console script) or `python -m ...`."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and not name.endswith(".py") else "python -m control_api"
 
 
 if __name__ == "__main__":

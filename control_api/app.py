@@ -68,8 +68,7 @@ async def index(request: web.Request) -> web.FileResponse:
         raise ApiError(
             503,
             "client_not_built",
-            "the web client is not built; run `make setup` (or `npm ci && npm run build` in "
-            "client_demo/)",
+            "the web client is not built; in a checkout run `make client` (or `make setup`)",
         )
     return web.FileResponse(client_dir / "index.html")
 

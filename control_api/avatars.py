@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 from avatar_runtime import EMOTIONS, parse_background, valid_backgrounds
 from avatar_runtime.controls import (
     DEFAULT_INTENSITY,
+    DEFAULT_STATE,
     GET_STATE,
     SET_BACKGROUND,
     SET_EMOTION,
@@ -21,7 +22,7 @@ from avatar_runtime.controls import (
 
 from .context import AVATARS, BACKGROUNDS, HUB, METRICS, SETTINGS
 from .errors import ApiError
-from .sessions import DEFAULT_STATE, SessionLink
+from .sessions import SessionLink
 from .tokens import mint_token, new_identity
 from .validation import (
     ID_PATTERN,

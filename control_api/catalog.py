@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import BodyPartReader, hdrs, web
 
 from avatar_runtime import EMOTIONS
-from avatar_runtime.backgrounds import BLUR, ORIGINAL
+from avatar_runtime.backgrounds import BLUR, ORIGINAL, BackgroundLibrary
 from avatar_runtime.backgrounds import ID_PATTERN as BACKGROUND_ID
 from renderers import RendererError
 
@@ -31,6 +31,13 @@ BUILTIN_BACKGROUNDS = (
     {"id": BLUR, "kind": "builtin", "description": "The portrait's own background, blurred"},
     {"id": "color:#RRGGBB", "kind": "color", "description": "A solid colour, e.g. color:#1e3a5f"},
 )
+BUNDLED_DESCRIPTIONS = {
+    "medical_office": "Professional medical setting",
+    "clinic_room": "Clinical examination room",
+    "hospital_room": "Hospital patient room",
+    "consultation_room": "Private consultation space",
+}
+"""The images bundled with the runtime (avatar_runtime/assets/backgrounds), as listed."""
 _UPLOAD_CHUNK = 64 * 1024
 _ID_RULE = "1-64 characters of a-z 0-9 _ -, starting with a letter or digit"
 
@@ -44,20 +51,30 @@ async def list_emotions(request: web.Request) -> web.Response:
     )
 
 
-def _image_entry(background_id: str) -> dict[str, Any]:
+def _image_entry(background_id: str, *, bundled: bool = False) -> dict[str, Any]:
+    if bundled:
+        description = BUNDLED_DESCRIPTIONS.get(background_id, "An image bundled with the runtime")
+    else:
+        description = "An uploaded image"
     return {
         "id": background_id,
         "kind": "image",
-        "description": "An uploaded image",
+        "description": description,
+        "source": "bundled" if bundled else "uploaded",
         "url": f"/backgrounds/{background_id}.png",
     }
 
 
+def _image_entries(library: BackgroundLibrary) -> list[dict[str, Any]]:
+    """Every image id, sorted; an uploaded image hides a bundled one with its id."""
+    uploaded = set(library.registered_ids())
+    ids = sorted(uploaded.union(library.bundled_ids()))
+    return [_image_entry(i, bundled=i not in uploaded) for i in ids]
+
+
 async def list_backgrounds(request: web.Request) -> web.Response:
-    ids = await asyncio.to_thread(request.app[BACKGROUNDS].ids)
-    return web.json_response(
-        {"backgrounds": [*BUILTIN_BACKGROUNDS, *(_image_entry(i) for i in ids)]}
-    )
+    images = await asyncio.to_thread(_image_entries, request.app[BACKGROUNDS])
+    return web.json_response({"backgrounds": [*BUILTIN_BACKGROUNDS, *images]})
 
 
 def _background_id(request: web.Request) -> str:
@@ -70,16 +87,34 @@ def _background_id(request: web.Request) -> str:
 
 
 async def background_image(request: web.Request) -> web.FileResponse:
+    """The image shown for the id: the uploaded PNG, else the bundled file (a JPEG; the
+    Content-Type says which)."""
     background_id = _background_id(request)
-    return web.FileResponse(request.app[BACKGROUNDS].directory / f"{background_id}.png")
+    try:
+        path = request.app[BACKGROUNDS].path(background_id)
+    except KeyError:  # removed by someone else in between
+        raise ApiError(
+            404, "background_not_found", f"no background image named '{background_id}'"
+        ) from None
+    return web.FileResponse(path)
 
 
 async def delete_background(request: web.Request) -> web.Response:
+    """Deletes an uploaded image; a bundled one with its id shows again. A bundled image
+    itself cannot be deleted (409)."""
     background_id = _background_id(request)
+    library = request.app[BACKGROUNDS]
     try:
-        await asyncio.to_thread(request.app[BACKGROUNDS].remove, background_id)
-    except KeyError:  # removed by someone else in between
-        raise ApiError(
+        await asyncio.to_thread(library.remove, background_id)
+    except KeyError:
+        if background_id in library:  # only the bundled image has this id
+            raise ApiError(
+                409,
+                "background_bundled",
+                f"'{background_id}' is bundled with the runtime and cannot be deleted; upload "
+                "an image with this id to replace it",
+            ) from None
+        raise ApiError(  # removed by someone else in between
             404, "background_not_found", f"no background image named '{background_id}'"
         ) from None
     return web.json_response({"id": background_id, "deleted": True})

@@ -11,12 +11,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TypedDict
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from renderers.cache import cache_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+CLIENT_DIR = PACKAGE_DIR / "web"
+"""The built web page (index.html, style.css, dist/app.js): client_demo/ built into the package
+by `npm run build` (client_demo/scripts/build.mjs), so a checkout and an installed wheel, which
+carries it as package data, serve it from the same place."""
+CHECKOUT_ROOT: Path | None = (
+    PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None
+)
+"""The repository when running from a checkout; None when installed (site-packages)."""
 
 DEFAULT_LIVEKIT_URL = "ws://127.0.0.1:7880"
 DEFAULT_API_KEY = "devkey"
@@ -43,7 +52,7 @@ class Settings:
     livekit_api_secret: str = field(default=DEFAULT_API_SECRET, repr=False)
     agent_name: str = DEFAULT_AGENT_NAME
     token_ttl: timedelta = timedelta(hours=1)
-    client_dir: Path = REPO_ROOT / "client_demo"
+    client_dir: Path = CLIENT_DIR
 
     # -- security ------------------------------------------------------------------------------
     auth: str = "required"
@@ -115,11 +124,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default: os.environ, after loading the repo's `.env`).
+        """Build settings from `env` (default: os.environ, after loading `dotenv_path()`).
         ConfigError for a value that cannot work."""
         if env is None:
-            # override=False: variables already set in the shell win over the file.
-            load_dotenv(REPO_ROOT / ".env", override=False)
+            path = dotenv_path()
+            if path is not None:
+                # override=False: variables already set in the shell win over the file.
+                load_dotenv(path, override=False)
             env = os.environ
 
         def get(name: str, default: str) -> str:
@@ -197,6 +208,15 @@ class Settings:
         return url
 
 
+def dotenv_path() -> Path | None:
+    """The `.env` file settings are read from: the checkout's root when running from one, else
+    the nearest `.env` from the current directory upwards (installed); None when there is none."""
+    if CHECKOUT_ROOT is not None:
+        return CHECKOUT_ROOT / ".env"
+    found = find_dotenv(usecwd=True)
+    return Path(found) if found else None
+
+
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -214,7 +234,41 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
-def _job_settings(env: Mapping[str, str]) -> dict[str, object]:
+class _JobSettings(TypedDict):
+    """The offline-job fields of Settings, as `_job_settings` reads them."""
+
+    jobs_db_path: Path | None
+    jobs_dir: Path | None
+    jobs_concurrency: int
+    jobs_max_retries: int
+    jobs_backoff_s: float
+    jobs_backoff_max_s: float
+    jobs_timeout_s: float
+    jobs_runsync_wait_s: float
+    jobs_lease_s: float
+    jobs_log_lines: int
+    jobs_public_url: str | None
+    jobs_url_secret: str | None
+    jobs_url_ttl_s: float
+    jobs_max_upload_bytes: int
+    prepare_min_video_s: float
+    prepare_max_video_s: float
+    render_max_audio_s: float
+    fetch_allow_private: bool
+    fetch_allowed_cidrs: tuple[str, ...]
+    fetch_max_bytes: int
+    fetch_timeout_s: float
+    s3_endpoint_url: str | None
+    s3_region: str | None
+    s3_url_ttl_s: float
+    webhook_secret: str | None
+    webhook_max_attempts: int
+    webhook_backoff_s: float
+    webhook_timeout_s: float
+    webhook_allow_private: bool
+
+
+def _job_settings(env: Mapping[str, str]) -> _JobSettings:
     """The offline-job settings (`AVATAR_JOBS_*`, `AVATAR_FETCH_*`, `AVATAR_S3_*`,
     `AVATAR_WEBHOOK_*`), as Settings keyword arguments."""
 

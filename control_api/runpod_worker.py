@@ -1,7 +1,8 @@
 """The avatar-preparation handler (seed 000) as a RunPod serverless worker.
 
-Deploy this file unchanged as the worker's entry point (`python control_api/runpod_worker.py`);
-try it locally with the SDK's test mode:
+Deploy this file unchanged as the worker's entry point (`python control_api/runpod_worker.py` in
+a checkout; installed, `python -m control_api.runpod_worker`, or this file's path in
+site-packages); try it locally with the SDK's test mode:
 
     python control_api/runpod_worker.py --test_input '{"input": {"video_url": "...",
         "avatar_id": "abc123", "s3_bucket": "my-bucket", "s3_prefix": "avatars/42"}}'
@@ -26,8 +27,14 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
-    # Run as a script, RunPod's convention: make the repository importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Run as a script, RunPod's convention. Python put this file's own folder first on the
+    # path, where control_api's modules (config, metrics, ...) would pass for top-level ones:
+    # take it off, and make the folder that holds the package importable. Installed, that is
+    # site-packages, already on the path; from a checkout it is the checkout.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    if all(Path(p or ".").resolve() != _here.parent for p in sys.path):
+        sys.path.insert(0, str(_here.parent))
 
 from control_api.config import Settings  # noqa: E402
 from control_api.jobs.handlers import JobContext, JobRetryable, prepare  # noqa: E402

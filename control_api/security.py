@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jwt
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from .config import ConfigError, Settings
 from .errors import ApiError, error_response
@@ -113,7 +113,7 @@ class Authenticator:
         if self._is_key(credential):
             return "key:" + hashlib.sha256(credential.encode()).hexdigest()[:12]
         if self._jwt_secret and credential.count(".") == 2:
-            return self._jwt_principal(credential)
+            return self._jwt_principal(credential, self._jwt_secret)
         raise ApiError(401, "unauthorized", "invalid API key or token")
 
     def _credential(self, request: web.Request) -> str | None:
@@ -132,11 +132,11 @@ class Authenticator:
         # Compare against every key, without stopping early, in constant time per key.
         return any([hmac.compare_digest(given, key) for key in self._keys])
 
-    def _jwt_principal(self, token: str) -> str:
+    def _jwt_principal(self, token: str, secret: str) -> str:
         try:
             claims = jwt.decode(
                 token,
-                self._jwt_secret,
+                secret,
                 algorithms=["HS256"],
                 options={"require": ["exp"]},
                 leeway=5,
@@ -149,7 +149,7 @@ class Authenticator:
         return f"jwt:{subject}" if isinstance(subject, str) and subject else "jwt:anonymous"
 
 
-def auth_middleware(authenticator: Authenticator | None) -> web.middleware:
+def auth_middleware(authenticator: Authenticator | None) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if authenticator is None:
@@ -193,7 +193,7 @@ class RateLimiter:
                 del self._buckets[caller]
 
 
-def rate_limit_middleware(limiter: RateLimiter) -> web.middleware:
+def rate_limit_middleware(limiter: RateLimiter) -> Middleware:
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not is_public(request.path):
@@ -214,7 +214,7 @@ def rate_limit_middleware(limiter: RateLimiter) -> web.middleware:
 # --- CORS ------------------------------------------------------------------------------------
 
 
-def cors_middleware(origins: Iterable[str]) -> web.middleware:
+def cors_middleware(origins: Iterable[str]) -> Middleware:
     allowed = frozenset(origins)
     any_origin = "*" in allowed
 
@@ -224,12 +224,11 @@ def cors_middleware(origins: Iterable[str]) -> web.middleware:
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get(hdrs.ORIGIN)
-        is_preflight = (
+        if (  # a preflight
             request.method == hdrs.METH_OPTIONS
             and origin is not None
             and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
-        )
-        if is_preflight:
+        ):
             return _preflight(request, origin, allows(origin))
         response = await handler(request)
         if origin is not None and allows(origin) and not response.prepared:

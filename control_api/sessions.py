@@ -31,13 +31,7 @@ import aiohttp
 from livekit import api, rtc
 from livekit.api.twirp_client import TwirpError
 
-from avatar_runtime.controls import (
-    BACKGROUND_ATTRIBUTE,
-    EMOTION_ATTRIBUTE,
-    EMOTIONS_ATTRIBUTE,
-    INTENSITY_ATTRIBUTE,
-    SPEAKING_ATTRIBUTE,
-)
+from avatar_runtime.controls import DEFAULT_STATE, EMOTION_ATTRIBUTE, state_from_attributes
 from avatar_runtime.dispatch import dispatch_until_joined
 from avatar_runtime.publisher import STATS_ATTRIBUTE
 
@@ -54,21 +48,6 @@ CONTROL_IDENTITY_PREFIX = "control-api-"
 EVENT_QUEUE_SIZE = 256
 _REAP_INTERVAL_S = 5.0
 _CONNECT_TIMEOUT_S = 10.0
-_STATE_ATTRIBUTES = {
-    EMOTION_ATTRIBUTE: "emotion",
-    INTENSITY_ATTRIBUTE: "intensity",
-    BACKGROUND_ATTRIBUTE: "background",
-    SPEAKING_ATTRIBUTE: "speaking",
-    EMOTIONS_ATTRIBUTE: "emotions",
-}
-DEFAULT_STATE: dict[str, Any] = {
-    "emotion": "neutral",
-    "intensity": 0.0,
-    "background": "original",
-    "speaking": False,
-    "emotions": [],
-    "emotion_shown": False,
-}
 _KIND_NAMES = {
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD: "standard",
     rtc.ParticipantKind.PARTICIPANT_KIND_INGRESS: "ingress",
@@ -213,7 +192,7 @@ class SessionLink:
         avatar = self.avatar
         if avatar is None:
             return dict(DEFAULT_STATE)
-        return _state_from(avatar.attributes)
+        return state_from_attributes(avatar.attributes)
 
     def stats(self) -> dict[str, Any]:
         avatar = self.avatar
@@ -365,7 +344,7 @@ class SessionLink:
         self._notice(participant)
         if participant.identity != self._avatar_identity or not self._subscribers:
             return  # nobody to tell: GET reads the attributes themselves
-        changes = _state_from(changed, partial=True)
+        changes = state_from_attributes(changed, partial=True)
         if not changes:
             return
         self._publish(
@@ -599,34 +578,6 @@ def _exists(session_id: str) -> ApiError:
         "session_exists",
         f"a session or room named '{session_id}' already exists; pick another session_id",
     )
-
-
-def _state_from(attributes: dict[str, str], *, partial: bool = False) -> dict[str, Any]:
-    """The avatar state in `attributes`; with `partial`, only what they contain."""
-    state: dict[str, Any] = {} if partial else dict(DEFAULT_STATE)
-    for attribute, name in _STATE_ATTRIBUTES.items():
-        raw = attributes.get(attribute)
-        if raw is None:
-            continue
-        if name == "intensity":
-            try:
-                state[name] = float(raw)
-            except ValueError:
-                continue
-        elif name == "speaking":
-            state[name] = raw == "true"
-        elif name == "emotions":
-            try:
-                emotions = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(emotions, list):
-                state[name] = [e for e in emotions if isinstance(e, str)]
-        else:
-            state[name] = raw
-    if "emotions" in state and "emotion" in state:
-        state["emotion_shown"] = state["emotion"] in state["emotions"]
-    return state
 
 
 def _rpc_error(error: rtc.RpcError, who: str) -> ApiError:

@@ -171,15 +171,13 @@ def prepare_avatar_package(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{avatar_id}.tar"
+
+    def writing(fraction: float, message: str) -> None:  # the writer's share of the whole
+        report(_TRACKED + (_WRITTEN - _TRACKED) * fraction, message)
+
     try:
         with open_package(target) as package:
-            num_frames = writer(
-                package,
-                source,
-                lambda f, message="writing package": report(
-                    _TRACKED + (_WRITTEN - _TRACKED) * f, message
-                ),
-            )
+            num_frames = writer(package, source, writing)
     except VideoDecodeError as error:
         raise PreparationError("corrupt_video", f"Video could not be decoded: {error}") from None
     report(1.0, "done")

@@ -5,20 +5,24 @@
 #   2. a livekit-server binary (or an external server given by LIVEKIT_URL)
 #   3. Chromium for the browser tests
 #   4. the client_demo node packages (when client_demo/package.json exists), and the web
-#      client's bundle, client_demo/dist/ (esbuild; rebuilt only when its sources changed)
-#   5. MediaPipe's face models (.tflite files taken from the mediapipe wheel on PyPI)
+#      page built into control_api/web/ (esbuild; rebuilt only when its sources changed),
+#      where the control API serves it from and a wheel carries it
+#   5. MediaPipe's face models (`python -m avatar_runtime download-files`: .tflite files
+#      taken from the mediapipe wheel on PyPI)
 #
 # Everything is cached outside the checkout, under AVATAR_CACHE, so several
 # checkouts (a CI clone, a work tree) share one set of tools. The project itself is
-# not pip-installed: code runs from the checkout (PYTHONPATH / pytest pythonpath).
+# not pip-installed here: code runs from the checkout (PYTHONPATH / pytest pythonpath);
+# `make wheel` builds the installable package.
 #
 # Environment:
 #   AVATAR_CACHE          cache root                (default: $HOME/.cache/avatar-agents)
 #   VENV                  virtualenv                (default: $AVATAR_CACHE/venv)
 #   PYTHON                interpreter for the venv  (default: python3)
 #   AVATAR_EXTRAS         pyproject extras besides "dev", comma separated (default:
-#                         cloud,wav2lip: the wav2lip renderer's torch and ONNX Runtime, and
-#                         the provider plugins used when their API keys are set)
+#                         piper,s3,cloud,wav2lip: the offline voice, S3 uploads, the provider
+#                         plugins used when their API keys are set, and the wav2lip
+#                         renderer's torch and ONNX Runtime; the tests use all of them)
 #   LIVEKIT_SERVER_BIN    use this livekit-server binary
 #   LIVEKIT_URL           external server to use when no binary is available
 #   AVATAR_SKIP_BROWSER=1 do not check for / install Chromium
@@ -75,7 +79,8 @@ setup_python() {
 
     # The requirement list: [project].dependencies, the dev extra and AVATAR_EXTRAS.
     local reqs
-    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS-cloud,wav2lip}" "$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
+    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS-piper,s3,cloud,wav2lip}" "$PYTHON" - \
+            "$ROOT/pyproject.toml" <<'PY'
 import os, re, sys, tomllib
 
 with open(sys.argv[1], "rb") as f:
@@ -83,11 +88,24 @@ with open(sys.argv[1], "rb") as f:
 extras = ["dev"] + [e for e in re.split(r"[,\s]+", os.environ["AVATAR_EXTRAS"]) if e]
 optional = project.get("optional-dependencies", {})
 reqs = list(project.get("dependencies", []))
-for extra in dict.fromkeys(extras):
+# An extra may name others of this project ("avatar-agents[piper,cloud]", as `all` does):
+# expand those here, since the project itself is not what gets installed.
+self_ref = re.compile(re.escape(project["name"]) + r"\[([^\]]*)\]\s*$", re.IGNORECASE)
+seen = set()
+while extras:
+    extra = extras.pop(0)
+    if extra in seen:
+        continue
+    seen.add(extra)
     if extra not in optional:
         known = ", ".join(optional)
         sys.exit(f"setup: ERROR: unknown extra {extra!r} (pyproject.toml has: {known})")
-    reqs += optional[extra]
+    for req in optional[extra]:
+        inner = self_ref.match(req.strip())
+        if inner:
+            extras += [e.strip() for e in inner.group(1).split(",") if e.strip()]
+        else:
+            reqs.append(req)
 print("\n".join(dict.fromkeys(reqs)))
 PY
 )"
@@ -110,60 +128,25 @@ PY
 }
 
 # --------------------------------------------------------------------------- models
-# renderers/vision runs MediaPipe's bundled face models on LiteRT (ai-edge-litert). The
-# mediapipe package itself cannot be imported next to livekit (protobuf <5 vs >=5), but its
-# wheel carries the models as plain .tflite files: download the wheel once, keep those files.
-MEDIAPIPE_VERSION="0.10.14"
-MEDIAPIPE_MODELS=(
-    face_detection/face_detection_short_range.tflite
-    face_detection/face_detection_full_range_sparse.tflite
-    face_landmark/face_landmark.tflite
-    iris_landmark/iris_landmark.tflite
-    selfie_segmentation/selfie_segmentation.tflite
-)
-
+# renderers/vision runs MediaPipe's face models on LiteRT; `python -m avatar_runtime
+# download-files` (renderers/vision/download.py, the same step an installed package's users
+# run) takes them out of the mediapipe wheel once, into $AVATAR_CACHE/models/ or
+# AVATAR_MODELS_DIR. The quick check first keeps a second run from importing livekit.
 setup_models() {
-    local dir="$AVATAR_CACHE/models/mediapipe-$MEDIAPIPE_VERSION" model missing=0
-    for model in "${MEDIAPIPE_MODELS[@]}"; do
-        [[ -s "$dir/${model##*/}" ]] || missing=1
-    done
-    if [[ "$missing" == 0 ]]; then
-        say "face models up to date ($dir)"
+    local pythonpath="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+    if PYTHONPATH="$pythonpath" "$VENV/bin/python" -c '
+import sys
+from renderers.vision.download import missing_models
+from renderers.vision.models import models_dir
+missing = missing_models()
+if not missing:
+    print(f"setup: face models up to date ({models_dir()})")
+sys.exit(1 if missing else 0)
+' 2>/dev/null; then
         return
     fi
-    say "fetching face models from the mediapipe $MEDIAPIPE_VERSION wheel (once)"
-    local tmp
-    tmp="$(mktemp -d "$AVATAR_CACHE/.models.XXXXXX")"
-    # pip picks the wheel matching the venv's Python and platform; only the .tflite files
-    # inside it are used, the package is never installed.
-    if ! "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
-            --only-binary=:all: -d "$tmp" "mediapipe==$MEDIAPIPE_VERSION" >/dev/null; then
-        rm -rf "$tmp"
-        die "pip download mediapipe==$MEDIAPIPE_VERSION failed (needed for its face models)"
-    fi
-    if ! "$VENV/bin/python" - "$tmp" "$dir" "${MEDIAPIPE_MODELS[@]}" <<'PY'
-import glob, os, sys, zipfile
-
-tmp, dest, members = sys.argv[1], sys.argv[2], sys.argv[3:]
-wheels = glob.glob(os.path.join(tmp, "mediapipe-*.whl"))
-if len(wheels) != 1:
-    sys.exit(f"setup: ERROR: expected one mediapipe wheel in {tmp}, found {wheels}")
-os.makedirs(dest, exist_ok=True)
-with zipfile.ZipFile(wheels[0]) as wheel:
-    for member in members:
-        name = os.path.basename(member)
-        # Write next to the target and rename, so a half-written model is never seen.
-        part = os.path.join(dest, name + ".part")
-        with wheel.open("mediapipe/modules/" + member) as src, open(part, "wb") as out:
-            out.write(src.read())
-        os.replace(part, os.path.join(dest, name))
-PY
-    then
-        rm -rf "$tmp"
-        die "could not extract the face models from the mediapipe wheel"
-    fi
-    rm -rf "$tmp"
-    say "face models installed ($dir)"
+    PYTHONPATH="$pythonpath" "$VENV/bin/python" -m avatar_runtime download-files \
+        || die "could not fetch the face models (python -m avatar_runtime download-files)"
 }
 
 # ------------------------------------------------------------------- livekit-server
@@ -290,19 +273,21 @@ setup_node() {
     say "client_demo node_modules installed"
 }
 
-# The page loads client_demo/dist/app.js: src/ bundled with livekit-client by esbuild.
+# The page: client_demo/ (index.html, style.css, src/ bundled with livekit-client by esbuild)
+# built into control_api/web/ by client_demo/scripts/build.mjs (`npm run build`).
 build_client() {  # build_client [force]
-    local dir="$ROOT/client_demo" out="$ROOT/client_demo/dist/app.js"
+    local dir="$ROOT/client_demo" out="$ROOT/control_api/web/dist/app.js"
     [[ -f "$dir/package.json" && -d "$dir/src" ]] || return 0
     if [[ "${1:-}" != "force" && -f "$out" ]] \
         && [[ -z "$(find "$dir/src" "$dir/package.json" "$dir/package-lock.json" \
+                    "$dir/index.html" "$dir/style.css" "$dir/scripts/build.mjs" \
                     -newer "$out" -print -quit 2>/dev/null)" ]]; then
-        say "client_demo bundle up to date (client_demo/dist)"
+        say "web client up to date (control_api/web)"
         return
     fi
     say "client_demo: building the web client (npm run build)"
     (cd "$dir" && npm run --silent build) || die "npm run build failed in $dir"
-    say "client_demo bundle built (client_demo/dist)"
+    say "web client built (control_api/web)"
 }
 
 # ---------------------------------------------------------------------------- env.sh

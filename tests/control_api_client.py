@@ -9,9 +9,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from control_api import Settings, create_app
+from control_api.config import CLIENT_DIR
 from tests.livekit_server import free_port
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}
 
@@ -23,7 +23,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "livekit_api_key": "test-key",
         "livekit_api_secret": "test-secret-0123456789-0123456789-abcdef",
         "agent_name": "test-avatar-agent",
-        "client_dir": REPO_ROOT / "client_demo",
+        "client_dir": CLIENT_DIR,
         "api_keys": (API_KEY,),
         "cache_dir": tmp_path / "cache",
         "backgrounds_dir": tmp_path / "backgrounds",

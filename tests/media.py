@@ -76,6 +76,7 @@ def write_video(
     height, width = first.shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=round(fps))
+        assert isinstance(stream, av.VideoStream), codec
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
             # Fast enough for a test to make its media on the fly; quality is still plenty.
@@ -134,7 +135,7 @@ def talking_head_video(
 
     def frames() -> Iterator[np.ndarray]:  # drawn as they are encoded: memory stays flat
         for k in range(count):
-            canvas = np.empty((height, width, 3), np.uint8)
+            canvas: np.ndarray = np.empty((height, width, 3), np.uint8)
             canvas[:] = BACKGROUND_BGR
             for matrix in transforms[k]:
                 # Draw the portrait over what is there (the background, or the other one).
@@ -225,6 +226,7 @@ def _encode_audio(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     pcm = (samples * 32767).astype(np.int16)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=sample_rate, layout="mono")
+        assert isinstance(stream, av.AudioStream), codec
         for start in range(0, len(pcm), 1024):
             frame = av.AudioFrame.from_ndarray(
                 pcm[None, start : start + 1024], format="s16", layout="mono"

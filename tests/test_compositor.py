@@ -209,7 +209,7 @@ def test_the_edge_moves_gradually_when_the_mask_jumps() -> None:
 
 
 def test_specs_parse_and_unknown_ids_list_the_valid_ones(tmp_path) -> None:
-    library = BackgroundLibrary(tmp_path)
+    library = BackgroundLibrary(tmp_path, bundled_dir=tmp_path / "none")  # uploads only
     assert parse_background("original").is_original
     assert parse_background("blur").kind == "blur"
     assert parse_background("#FF8000").spec == "color:#ff8000"
@@ -225,7 +225,7 @@ def test_specs_parse_and_unknown_ids_list_the_valid_ones(tmp_path) -> None:
         with pytest.raises(ValueError):
             parse_background(bad, library)
 
-    # A seed id is just an id: it resolves once an image is registered under it.
+    # Without the bundled images a seed id is just an id: it resolves once registered.
     library.register("medical_office", png(np.full((64, 64, 3), 60, np.uint8)))
     assert parse_background("medical_office", library).image_id == "medical_office"
 
@@ -237,13 +237,14 @@ def test_specs_parse_and_unknown_ids_list_the_valid_ones(tmp_path) -> None:
 
 
 def test_library_persists_and_rejects_bad_uploads(tmp_path, monkeypatch) -> None:
-    first = BackgroundLibrary(tmp_path / "backgrounds")
+    no_bundled = tmp_path / "none"  # (tests/test_backgrounds_bundled.py has those)
+    first = BackgroundLibrary(tmp_path / "backgrounds", bundled_dir=no_bundled)
     assert first.ids() == []
     first.register("consultation_room", png(np.full((40, 80, 3), (10, 20, 30), np.uint8)))
     assert first.image("consultation_room", 32, 32)[0, 0].tolist() == [10, 20, 30]
 
     # Another library on the same directory (a restart, or another process) sees it.
-    second = BackgroundLibrary(tmp_path / "backgrounds")
+    second = BackgroundLibrary(tmp_path / "backgrounds", bundled_dir=no_bundled)
     assert second.ids() == ["consultation_room"]
     assert second.image("consultation_room", 32, 32)[0, 0].tolist() == [10, 20, 30]
     # A re-registration there reaches the first library's cache too.
@@ -303,7 +304,7 @@ def video_frame(pixels: np.ndarray) -> rtc.VideoFrame:
 async def test_a_background_switch_shows_on_the_next_frame_sent_even_when_frames_are_queued(
     portrait, mask, tmp_path, caplog
 ) -> None:
-    library = BackgroundLibrary(tmp_path)
+    library = BackgroundLibrary(tmp_path, bundled_dir=tmp_path / "none")  # uploads only
     library.register("hospital_room", png(np.full((300, 300, 3), (40, 50, 60), np.uint8)))
     compositor = Compositor(SIZE, SIZE, library, mask_from_alpha=True)
     state = AvatarState()

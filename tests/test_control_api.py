@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
 from avatar_runtime import EMOTIONS
+from control_api import app as app_module
 from control_api import create_app
 from control_api.app import ROUTES
 from control_api.config import ConfigError, Settings
@@ -25,7 +27,6 @@ from control_api.security import KEY_FILE_NAME, ensure_credentials
 from tests.control_api_client import (
     API_KEY,
     AUTH,
-    REPO_ROOT,
     assert_error,
     make_settings,
     png_bytes,
@@ -361,26 +362,29 @@ def _upload(
     return form
 
 
+# The images bundled with the runtime, listed after the built-in specs with any upload
+# (tests/test_backgrounds_bundled.py tests them).
+BUNDLED = ["clinic_room", "consultation_room", "hospital_room", "medical_office"]
+
+
 async def test_background_upload_list_fetch_and_delete(client: TestClient) -> None:
-    resp = await client.post(
-        "/backgrounds", data=_upload("medical_office", png_bytes()), headers=AUTH
-    )
+    resp = await client.post("/backgrounds", data=_upload("beach", png_bytes()), headers=AUTH)
     assert resp.status == 201, await resp.text()
-    assert (await resp.json())["url"] == "/backgrounds/medical_office.png"
+    assert (await resp.json())["url"] == "/backgrounds/beach.png"
 
     listed = await (await client.get("/backgrounds", headers=AUTH)).json()
     ids = [b["id"] for b in listed["backgrounds"]]
-    assert ids == ["original", "blur", "color:#RRGGBB", "medical_office"]
+    assert ids == ["original", "blur", "color:#RRGGBB", "beach", *BUNDLED]
 
-    image = await client.get("/backgrounds/medical_office.png", headers=AUTH)
+    image = await client.get("/backgrounds/beach.png", headers=AUTH)
     assert image.status == 200 and (await image.read()).startswith(b"\x89PNG")
 
-    deleted = await client.delete("/backgrounds/medical_office", headers=AUTH)
-    assert (await deleted.json()) == {"id": "medical_office", "deleted": True}
-    again = await client.delete("/backgrounds/medical_office", headers=AUTH)
+    deleted = await client.delete("/backgrounds/beach", headers=AUTH)
+    assert (await deleted.json()) == {"id": "beach", "deleted": True}
+    again = await client.delete("/backgrounds/beach", headers=AUTH)
     assert again.status == 404
     assert_error(await again.json(), "background_not_found")
-    assert (await client.get("/backgrounds/medical_office.png", headers=AUTH)).status == 404
+    assert (await client.get("/backgrounds/beach.png", headers=AUTH)).status == 404
 
 
 async def test_background_uploads_are_validated(tmp_path: Path) -> None:
@@ -407,7 +411,7 @@ async def test_background_uploads_are_validated(tmp_path: Path) -> None:
         assert_error(body, "unsupported_media_type")
         # Nothing half-written was left behind.
         listed = await (await c.get("/backgrounds", headers=AUTH)).json()
-        assert [b["id"] for b in listed["backgrounds"]][3:] == []
+        assert [b["id"] for b in listed["backgrounds"]][3:] == BUNDLED
     finally:
         await c.close()
 
@@ -538,18 +542,29 @@ async def test_index_is_the_web_client_or_says_how_to_build_it(tmp_path: Path) -
 @pytest.mark.parametrize(
     "path",
     [
-        "/static/../control_api/app.py",
-        "/static/%2e%2e/control_api/app.py",
-        "/static/%2E%2E%2Fcontrol_api%2Fapp.py",
-        "/static/..%2fcontrol_api%2fapp.py",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/%2E%2E%2Fapp.py",
+        "/static/..%2fapp.py",
         "/static/%2e%2e%2f%2e%2e%2fcontrol_api/app.py",
-        f"/static/{REPO_ROOT}/control_api/app.py",  # absolute path after the prefix
+        "/static/{package}/app.py",  # absolute path after the prefix
         "/backgrounds/..%2f..%2fetc%2fpasswd.png",
     ],
 )
-async def test_path_traversal_is_refused(client: TestClient, path: str) -> None:
-    ok_status, ok_body = await _raw_get(client, "/static/index.html")
-    assert ok_status == 200 and b"<html" in ok_body.lower()  # control: the helper works
-    status, body = await _raw_get(client, path, headers=f"X-API-Key: {API_KEY}\r\n")
-    assert status in (400, 403, 404)
-    assert b"create_app" not in body and b"root:" not in body
+async def test_path_traversal_is_refused(tmp_path: Path, path: str) -> None:
+    # The page's folder laid out as it is for real (control_api/web/ beside control_api's
+    # code), so a traversal that got through would find the code.
+    package = tmp_path / "control_api"
+    (package / "web").mkdir(parents=True)
+    (package / "web" / "index.html").write_text("<!doctype html><html><title>demo</title></html>")
+    shutil.copyfile(Path(app_module.__file__), package / "app.py")
+    c = await start_client(make_settings(tmp_path, client_dir=package / "web"))
+    try:
+        ok_status, ok_body = await _raw_get(c, "/static/index.html")
+        assert ok_status == 200 and b"<html" in ok_body.lower()  # control: the helper works
+        request = path.format(package=package)
+        status, body = await _raw_get(c, request, headers=f"X-API-Key: {API_KEY}\r\n")
+        assert status in (400, 403, 404)
+        assert b"create_app" not in body and b"root:" not in body
+    finally:
+        await c.close()

@@ -101,7 +101,7 @@ async def joined_avatar(
     running = await start_avatar(
         room,
         audio,
-        renderer_name="testcard",
+        renderer="testcard",
         source=None,
         options=RuntimeOptions(128, 128, 30, 24000),
         library=BackgroundLibrary(backgrounds) if backgrounds is not None else None,

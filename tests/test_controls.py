@@ -48,6 +48,8 @@ CORNER = (0.0, 0.9, 0.08, 1.0)
 CORNER_GREEN = 192
 NEW_GREEN = 0x20  # of color:#102030
 CODEC_TOLERANCE = 16
+BUNDLED_BACKGROUNDS = ["clinic_room", "consultation_room", "hospital_room", "medical_office"]
+"""The images avatar_runtime bundles, valid everywhere (tests/test_backgrounds_bundled.py)."""
 
 
 @dataclass
@@ -106,7 +108,7 @@ async def live(livekit_server: LiveKitServer, tmp_path) -> AsyncIterator[Live]:
     avatar = await start_avatar(
         room,
         audio,
-        renderer_name="testcard",
+        renderer="testcard",
         source=None,
         options=RuntimeOptions(SIZE, SIZE, 30, RATE),
         library=library,
@@ -188,7 +190,8 @@ async def test_invalid_requests_answer_rpc_errors_that_list_what_is_valid(live: 
 
     error = await live.error(ctl.SET_BACKGROUND, {"background_id": "beach"})
     assert error.code == ctl.INVALID_VALUE
-    valid = ["original", "blur", "color:#RRGGBB", "office"]
+    # The images bundled with the runtime are valid beside the one registered.
+    valid = ["original", "blur", "color:#RRGGBB", *sorted([*BUNDLED_BACKGROUNDS, "office"])]
     assert all(spec in error.message for spec in valid), error.message
     assert json.loads(error.data or "{}")["valid"] == valid
     assert (await live.error(ctl.SET_BACKGROUND, "nope")).code == ctl.BAD_REQUEST
@@ -205,10 +208,10 @@ async def test_invalid_requests_answer_rpc_errors_that_list_what_is_valid(live: 
     }
 
     # An image id registered after the avatar started is valid at once.
-    live.library.register("clinic_room", png((10, 200, 10)))
-    assert (await live.call(ctl.SET_BACKGROUND, {"background_id": "clinic_room"}))[
+    live.library.register("garden", png((10, 200, 10)))
+    assert (await live.call(ctl.SET_BACKGROUND, {"background_id": "garden"}))[
         "background"
-    ] == "clinic_room"
+    ] == "garden"
 
 
 async def test_a_background_change_reaches_the_viewer_within_frames(live: Live) -> None:
@@ -308,7 +311,7 @@ async def test_interrupt_without_handler_failing_handler_and_unregister(
         error = await live.error(ctl.SET_BACKGROUND, {"background_id": "x" * 500}, "bare")
         assert error.code == ctl.INVALID_VALUE
         assert len(error.message.encode()) <= 256 and "more)" in error.message, error.message
-        assert json.loads(error.data or "{}")["valid"][3:] == ids
+        assert json.loads(error.data or "{}")["valid"][3:] == sorted([*ids, *BUNDLED_BACKGROUNDS])
 
         plain.unregister()
         error = await live.error(ctl.GET_STATE, identity="bare")

@@ -15,7 +15,7 @@ from livekit.agents import tts as lk_tts
 
 from agent import providers
 from agent.providers import ProviderError, Providers, describe, select_providers
-from agent.tts_piper import PiperSynthesizeStream, PiperTTS
+from avatar_runtime.piper_tts import PiperSynthesizeStream, PiperTTS
 
 SHORT_TEXT = "Hello there. How are you today?"
 # three sentences of similar length, so the first is about a third of the work

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,7 +84,34 @@ def test_missing_models_say_how_to_get_them(monkeypatch, tmp_path) -> None:
     with pytest.raises(RendererError) as excinfo:
         detect_faces(np.zeros((256, 256, 3), dtype=np.uint8))
     assert _code(excinfo) == "models_missing"
+    assert "python -m avatar_runtime download-files" in excinfo.value.message
     assert "make setup" in excinfo.value.message
+
+
+def test_loading_models_prints_nothing_but_keeps_other_stderr() -> None:
+    # LiteRT announces its XNNPACK delegate on fd 2 the first time a process allocates an
+    # interpreter; that must not reach a command's output (e.g. the agent's one error line).
+    # A fresh process, because the announcement comes once per process.
+    script = (
+        "import os, sys\n"
+        "from renderers.vision.models import MODEL_NAMES, _litert_info_silenced, model\n"
+        "for name in MODEL_NAMES:\n"
+        "    model(name)\n"
+        "with _litert_info_silenced():\n"
+        "    os.write(2, b'INFO: from LiteRT\\nERROR: kept\\n')\n"
+        "    print('python kept', file=sys.stderr)\n"
+        "print('stderr still works', file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["ERROR: kept", "python kept", "stderr still works"]
 
 
 # ------------------------------------------------------------------------------- the mesh

@@ -1,4 +1,5 @@
-"""The web client (client_demo/) in a real headless Chromium against the real stack.
+"""The web client (client_demo/, served built from control_api/web/) in a real headless Chromium
+against the real stack.
 
 livekit-server, an agent worker (`python -m agent dev`, meshwarp) and the control API run as
 they do for a user; Debian's Chromium, driven by playwright-core from
@@ -29,13 +30,13 @@ import pytest
 
 from tests.control_api_process import ControlApi, running_control_api
 from tests.livekit_server import LiveKitServer, log_tail, require_or_skip
+from tests.web_client_build import ensure_web_client_built
 from tests.worker_process import REPO, running_worker
 
 pytestmark = [pytest.mark.livekit, pytest.mark.slow]
 
 CLIENT = REPO / "client_demo"
 CHECK_SCRIPT = CLIENT / "scripts" / "browser_check.mjs"
-BUNDLE = CLIENT / "dist" / "app.js"
 DOCS_SCREENSHOT = REPO / "docs" / "web-client.png"
 UPDATE_SCREENSHOT = os.environ.get("UPDATE_SCREENSHOTS", "") not in ("", "0")
 """With UPDATE_SCREENSHOTS=1 the screenshot replaces docs/web-client.png; otherwise it stays
@@ -60,19 +61,6 @@ def _require_browser_tools() -> str:
     if not (CLIENT / "node_modules" / "playwright-core").is_dir():
         require_or_skip("client_demo's node packages are missing: run `make setup`")
     return node
-
-
-def _ensure_bundle() -> None:
-    """Build client_demo/dist when it is missing or older than its sources (as setup does)."""
-    sources = [CLIENT / "package.json", CLIENT / "package-lock.json", *CLIENT.glob("src/**/*")]
-    if BUNDLE.is_file():
-        built = BUNDLE.stat().st_mtime
-        if all(p.stat().st_mtime <= built for p in sources if p.is_file()):
-            return
-    npm = shutil.which("npm")
-    if npm is None:
-        require_or_skip("client_demo/dist is missing or stale and npm is not installed")
-    subprocess.run([npm, "run", "--silent", "build"], cwd=CLIENT, check=True, timeout=120)
 
 
 def _api(capi: ControlApi, method: str, path: str) -> tuple[int, Any]:
@@ -102,7 +90,7 @@ def _read_result_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 def test_web_client_in_chromium(livekit_server: LiveKitServer) -> None:
     node = _require_browser_tools()
-    _ensure_bundle()
+    ensure_web_client_built()
     agent_name = f"web-client-{uuid.uuid4().hex[:6]}"
     env = {"AVATAR_AGENT_NAME": agent_name, "AVATAR_RENDERER": "meshwarp"}
     log_dir = Path(tempfile.mkdtemp(prefix="avatar-web-client-"))

@@ -52,7 +52,10 @@ class WebhookDispatcher:
             if job.id not in self._in_flight:
                 task = asyncio.create_task(self._deliver(job), name=f"webhook-{job.id}")
                 self._in_flight[job.id] = task
-                task.add_done_callback(lambda _t, job_id=job.id: self._in_flight.pop(job_id, None))
+                task.add_done_callback(functools.partial(self._forget, job.id))
+
+    def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(job_id, None)
 
     async def close(self) -> None:
         tasks = list(self._in_flight.values())
@@ -77,9 +80,9 @@ class WebhookDispatcher:
                 event_id=job.webhook_event_id,
             )
             result = await asyncio.get_running_loop().run_in_executor(self._senders, send)
-        except Exception as error:  # a bug here must not become a tight retry loop
+        except Exception as exc:  # a bug here must not become a tight retry loop
             log.exception("job %s: webhook delivery failed", job.id)
-            result = webhooks.WebhookResult(False, None, f"internal error: {error}", None, True)
+            result = webhooks.WebhookResult(False, None, f"internal error: {exc}", None, True)
         attempt = job.webhook_attempts + 1
         retry_at = None
         if webhooks.should_retry(result, attempt, policy):

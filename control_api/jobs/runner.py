@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import site
 import socket
 import sys
 import time
@@ -38,7 +39,9 @@ from .store import FAILED, PENDING, Job, JobStore
 
 log = logging.getLogger("control_api.jobs")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
+"""The folder that holds the `control_api` package: the checkout, or site-packages when
+installed. Workers import the very code their supervisor runs, from there (see `worker_env`)."""
 WORKER_COMMAND = (sys.executable, "-m", "control_api.jobs.worker")
 _MAX_EVENT_BYTES = 4 * 1024 * 1024
 _PROGRESS_WRITE_S = 0.5
@@ -50,6 +53,24 @@ SpecBuilder = Callable[[Job, Path], Mapping[str, Any]]
 """(claimed job, its attempt directory) -> what the worker reads on stdin."""
 Finished = Callable[[Job], None]
 """Called with a job once it is completed, failed or cancelled."""
+
+
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """A worker's environment: the service's, importing control_api from `IMPORT_ROOT`. From a
+    checkout that folder goes first on PYTHONPATH; installed it is site-packages, already on
+    the path (and put before the standard library it could shadow parts of it). PYTHONSAFEPATH
+    keeps `-m` from adding the working directory in front of either."""
+    env = dict(environ)
+    env["PYTHONSAFEPATH"] = "1"
+    if not _on_default_path(IMPORT_ROOT):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(IMPORT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _on_default_path(folder: Path) -> bool:
+    """True for this interpreter's site-packages (where a wheel installs)."""
+    sites = [*site.getsitepackages(), site.getusersitepackages()]
+    return any(Path(p).resolve() == folder for p in sites if p)
 
 
 def timeout_message(seconds: float) -> str:
@@ -340,15 +361,14 @@ class JobRunner:
         await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
         spec = json.dumps(dict(self._spec(job, work_dir))).encode()
         stderr_path = work_dir.with_suffix(".log")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env = worker_env(os.environ)
         with stderr_path.open("wb") as stderr:
             attempt.process = await asyncio.create_subprocess_exec(
                 *self.config.worker_command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
-                cwd=REPO_ROOT,
+                cwd=work_dir,  # the one folder it writes
                 env=env,
                 start_new_session=True,  # its own process group, killed as one
                 preexec_fn=pdeathsig_preexec(),  # workers die with their supervisor

@@ -100,8 +100,23 @@ def s3_key(prefix: str | None, avatar_id: str) -> str:
     return key
 
 
+S3_EXTRA_HINT = "pip install 'avatar-agents[s3]'"
+
+
+def require_boto3() -> None:
+    """StorageError `s3_unavailable` naming the extra when boto3 (the `s3` extra) is missing."""
+    try:
+        import boto3  # noqa: F401  # here: a control API without S3 never pays for importing it
+    except ImportError:
+        raise StorageError(
+            "s3_unavailable",
+            f"{UPLOAD_FAILED}S3 uploads need boto3, which is not installed: {S3_EXTRA_HINT}",
+        ) from None
+
+
 def s3_client(config: S3Config):  # -> botocore S3 client (its type is generated at run time)
-    import boto3  # here: a control API without S3 in use never pays for importing it
+    require_boto3()
+    import boto3
     from botocore.config import Config
 
     # A session of its own: boto3's default session is not safe to share between threads.
@@ -124,7 +139,9 @@ def s3_client(config: S3Config):  # -> botocore S3 client (its type is generated
 
 def upload_package_to_s3(package: Path, *, bucket: str, key: str, config: S3Config) -> str:
     """Upload `package` to `s3://bucket/key` and return a presigned GET URL for it
-    (valid `config.presign_expiry_s`). StorageError `s3_upload_failed` on any failure."""
+    (valid `config.presign_expiry_s`). StorageError `s3_upload_failed` on any failure,
+    `s3_unavailable` without boto3."""
+    require_boto3()
     from boto3.s3.transfer import TransferConfig
 
     try:

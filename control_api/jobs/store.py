@@ -381,6 +381,7 @@ class JobStore:
                     (error, retry_at, job_id, lease),
                 )
                 status = PENDING
+                message = f"attempt failed: {error}; retry in {retry_at - now:.1f} s"
             else:
                 cursor = db.execute(
                     "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, "
@@ -389,14 +390,11 @@ class JobStore:
                     (error, now, job_id, lease),
                 )
                 status = FAILED
+                message = f"failed: {error}"
             if cursor.rowcount != 1:
                 return None
-            if status == PENDING:
-                self._log(
-                    db, job_id, f"attempt failed: {error}; retry in {retry_at - now:.1f} s", now
-                )
-            else:
-                self._log(db, job_id, f"failed: {error}", now)
+            self._log(db, job_id, message, now)
+            if status == FAILED:
                 self._schedule_webhook(db, job_id, now)
             self._trim_logs(db, job_id)
             return status

@@ -77,14 +77,16 @@ class JobSystem:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
+    async def _secret(self, configured: str | None, file_name: str) -> str:
+        """`configured`, else the secret kept in the cache directory (made once)."""
+        if configured:
+            return configured
+        return await asyncio.to_thread(read_or_create_secret, self.settings.cache_dir / file_name)
+
     async def start(self) -> None:
         settings = self.settings
-        self.url_secret = settings.jobs_url_secret or await asyncio.to_thread(
-            read_or_create_secret, settings.cache_dir / URL_SECRET_FILE
-        )
-        webhook_secret = settings.webhook_secret or await asyncio.to_thread(
-            read_or_create_secret, settings.cache_dir / WEBHOOK_SECRET_FILE
-        )
+        self.url_secret = await self._secret(settings.jobs_url_secret, URL_SECRET_FILE)
+        webhook_secret = await self._secret(settings.webhook_secret, WEBHOOK_SECRET_FILE)
         self.options = options_from_settings(
             settings, url_secret=self.url_secret, avatars_dir=self.paths.avatars_dir
         )

@@ -154,11 +154,13 @@ def deliver_webhook(
     if 200 <= status < 300:
         return WebhookResult(True, status, None)
     if 300 <= status < 400:
-        error = f"webhook receiver answered HTTP {status} (a redirect); redirects are not followed"
-        return WebhookResult(False, status, error)
+        message = (
+            f"webhook receiver answered HTTP {status} (a redirect); redirects are not followed"
+        )
+        return WebhookResult(False, status, message)
     retryable = status >= 500 or status in RETRYABLE_STATUSES
-    error = f"webhook receiver answered HTTP {status}" + (f": {answer}" if answer else "")
-    return WebhookResult(False, status, error, retry_after, retryable)
+    message = f"webhook receiver answered HTTP {status}" + (f": {answer}" if answer else "")
+    return WebhookResult(False, status, message, retry_after, retryable)
 
 
 async def deliver_webhook_async(

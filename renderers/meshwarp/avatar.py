@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..base import RendererError
+from ..bundled import DEFAULT_PORTRAIT
 from ..cache import cache_dir as project_cache_dir
 from ..vision import analyse_portrait, load_image, person_mask
 from . import landmarks as lm
@@ -25,7 +26,6 @@ from .rig import INDEX, Region, control_displacements, face_scale, warp_fields, 
 logger = logging.getLogger("renderers.meshwarp")
 
 RIG_VERSION = 3  # bump when the rig or framing changes, so old caches are rebuilt
-DEFAULT_PORTRAIT = Path(__file__).resolve().parents[2] / "assets" / "portraits" / "astronaut.jpg"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi"}
 PACKAGE_PORTRAIT = "portrait.png"
 """The portrait in an avatar package made for meshwarp (prepare.py writes it)."""
@@ -146,7 +146,7 @@ def _first_face_frame(path: Path, data: bytes, max_frames: int = 60) -> np.ndarr
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             last_error: RendererError | None = None
             for i, frame in enumerate(container.decode(video=0)):
                 if i >= max_frames:

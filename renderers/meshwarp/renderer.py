@@ -200,7 +200,8 @@ class _Eyelid:
         x0, y0 = np.floor(np.minimum(top, edge).min(axis=0)).astype(int) - 3
         x1, y1 = np.ceil(np.maximum(top, edge).max(axis=0)).astype(int) + 4
         x0, y0 = max(x0, 0), max(y0, 0)
-        patch = frame[y0:y1, x0:x1, :3].astype(np.float32)
+        # float32 throughout; numpy's stubs cannot tell that the blends below keep it
+        patch: np.ndarray = frame[y0:y1, x0:x1, :3].astype(np.float32)
         offset = np.array([x0, y0], dtype=np.float32)
         band = np.vstack([top - [0.0, 1.0], edge[::-1]])
         lid = np.zeros(patch.shape[:2], dtype=np.uint8)

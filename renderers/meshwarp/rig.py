@@ -159,11 +159,11 @@ def control_displacements(points: np.ndarray) -> np.ndarray:
         move("squint", upper, 0.0, 0.22 * gap)
         move("squint", lower[1:-1], 0.0, -0.12 * gap.mean())
 
-    for iris, corners in (
+    for iris, eye_corners in (
         (lm.RIGHT_IRIS, lm.RIGHT_EYE_CORNERS),
         (lm.LEFT_IRIS, lm.LEFT_EYE_CORNERS),
     ):
-        eye_width = float(np.linalg.norm(xy[corners[0]] - xy[corners[1]]))
+        eye_width = float(np.linalg.norm(xy[eye_corners[0]] - xy[eye_corners[1]]))
         move("gaze_x", iris, 0.1 * eye_width, 0.0)
         move("gaze_y", iris, 0.0, 0.06 * eye_width)
 
@@ -184,7 +184,7 @@ def triangulate(vertices: np.ndarray, region: Region) -> np.ndarray:
     subdiv = cv2.Subdiv2D((region.x0 - 1, region.y0 - 1, region.width + 2, region.height + 2))
     for x, y in vertices:
         subdiv.insert((float(x), float(y)))
-    corners = subdiv.getTriangleList().reshape(-1, 3, 2)
+    corners = np.asarray(subdiv.getTriangleList()).reshape(-1, 3, 2)
     # Map each corner back to its vertex (Subdiv2D returns coordinates, not indices).
     distance = np.linalg.norm(corners[:, :, None, :] - vertices[None, None, :, :], axis=-1)
     triangles = distance.argmin(axis=-1)

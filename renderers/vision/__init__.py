@@ -11,8 +11,9 @@
   corrupt_image).
 
 Images are HxWx3 uint8 RGB numpy arrays; coordinates are image pixels. The .tflite files
-come from the mediapipe 0.10.14 wheel, put in place by scripts/setup.sh (see models.py);
-the mediapipe package itself is not used (its protobuf pin clashes with livekit's).
+come from the mediapipe 0.10.14 wheel, fetched once by `python -m avatar_runtime
+download-files` (download.py) into a cache outside the package (see models.py); the mediapipe
+package itself is not used (its protobuf pin clashes with livekit's).
 Every call is synchronous CPU work of a few milliseconds: keep it off the event loop.
 Interpreters are per thread, so calls from several threads are safe.
 """

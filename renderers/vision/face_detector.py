@@ -169,10 +169,10 @@ def _run(spec: _Spec, rgb: np.ndarray, min_score: float | None = None) -> list[F
     boxes, keypoints, prob = _decode(spec, regressors, scores, threshold)
     faces = []
     for b, k, score in weighted_nms(boxes, keypoints, prob, NMS_IOU):
-        corners = box.to_image(b.reshape(2, 2)).ravel()
+        x0, y0, x1, y1 = (float(c) for c in box.to_image(b.reshape(2, 2)).ravel())
         faces.append(
             FaceDetection(
-                box=tuple(float(c) for c in corners),
+                box=(x0, y0, x1, y1),
                 score=score,
                 keypoints=box.to_image(k).astype(np.float32),
             )

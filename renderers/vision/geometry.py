@@ -97,7 +97,9 @@ def crop(rgb: np.ndarray, roi: Roi, out: int, *, flip: bool = False) -> np.ndarr
         b * cos / out,
         (roi.cy - oy) / k + b * (-sin * sign - cos) / 2,
     )
-    sampled = image.transform((out, out), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    sampled = image.transform(
+        (out, out), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR
+    )
     return np.asarray(sampled, dtype=np.float32) * (1.0 / 255.0)
 
 
@@ -127,7 +129,7 @@ def letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, Letterbox]:
     h, w = rgb.shape[:2]
     scale = side / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = Image.fromarray(np.ascontiguousarray(rgb)).resize((nw, nh), Image.BILINEAR)
+    resized = Image.fromarray(np.ascontiguousarray(rgb)).resize((nw, nh), Image.Resampling.BILINEAR)
     pad_x, pad_y = (side - nw) // 2, (side - nh) // 2
     canvas = np.zeros((side, side, 3), dtype=np.float32)
     canvas[pad_y : pad_y + nh, pad_x : pad_x + nw] = np.asarray(resized, np.float32) / 255.0

@@ -1,14 +1,19 @@
 """Where the MediaPipe models live, and one LiteRT interpreter per model per thread.
 
-scripts/setup.sh copies the .tflite files out of the mediapipe wheel into
+The .tflite files are fetched once, out of the mediapipe wheel, by
+`python -m avatar_runtime download-files` (download.py; `make setup` runs it) into
 `$AVATAR_CACHE/models/mediapipe-0.10.14/`; `AVATAR_MODELS_DIR` points elsewhere. Nothing is
-ever downloaded here: a missing file is a `RendererError("models_missing")`.
+downloaded here: a missing file is a `RendererError("models_missing")` naming that command.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +52,9 @@ def model_path(name: str) -> Path:
     if not path.is_file():
         raise RendererError(
             "models_missing",
-            f"face model {path} is missing; run `make setup` (scripts/setup.sh fetches the "
-            f"MediaPipe {MEDIAPIPE_VERSION} models), or set AVATAR_MODELS_DIR to a folder "
-            "that has them",
+            f"face model {path} is missing; fetch MediaPipe {MEDIAPIPE_VERSION}'s face models "
+            "once with `python -m avatar_runtime download-files` (in a checkout `make setup` "
+            "does it), or set AVATAR_MODELS_DIR to a folder that has them",
         )
     return path
 
@@ -64,8 +69,11 @@ class Model:
 
         path = model_path(name)
         self.name = name
-        self._interpreter = Interpreter(model_path=str(path), num_threads=1)
-        self._interpreter.allocate_tensors()
+        # The first allocate_tensors() of a process applies the XNNPACK delegate, and LiteRT
+        # announces that on stderr: see _litert_info_silenced.
+        with _litert_info_silenced():
+            self._interpreter = Interpreter(model_path=str(path), num_threads=1)
+            self._interpreter.allocate_tensors()
         (inp,) = self._interpreter.get_input_details()
         self._input_index = inp["index"]
         self.input_shape = tuple(int(d) for d in inp["shape"])
@@ -78,6 +86,72 @@ class Model:
         self._interpreter.set_tensor(self._input_index, tensor)
         self._interpreter.invoke()
         return [self._interpreter.get_tensor(o["index"]) for o in self._outputs]
+
+
+# --- LiteRT's INFO lines ------------------------------------------------------------------
+# LiteRT's native logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (and
+# any other INFO) straight to file descriptor 2, where it lands in the middle of a command's
+# output. Its minimum severity can be set only from C++ (tflite::LoggerOptions::
+# SetMinimumLogSeverity): ai-edge-litert exposes no such setting, and TF_CPP_MIN_LOG_LEVEL does
+# not apply to this logger. So while an interpreter is created and allocated, fd 2 points at a
+# temporary file; afterwards it is restored and everything written there in the meantime except
+# LiteRT's INFO lines (its warnings and errors, other threads' output) goes on to the real
+# stderr. fd 2 belongs to the whole process, hence one lock for every redirection.
+_LITERT_INFO_PREFIX = b"INFO: "
+_stderr_lock = threading.Lock()
+
+
+@contextmanager
+def _litert_info_silenced() -> Iterator[None]:
+    with _stderr_lock:
+        _flush_stderr()  # what Python has buffered belongs before the redirection
+        try:
+            capture = tempfile.TemporaryFile()
+        except OSError:  # nowhere to capture to: let the line through rather than fail
+            capture = None
+        if capture is None:
+            yield
+            return
+        with capture:
+            try:
+                saved = os.dup(2)
+            except OSError:  # no fd 2 at all: nothing to protect
+                saved = None
+            if saved is None:
+                yield
+                return
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                _flush_stderr()
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                _write_fd2(
+                    b"".join(
+                        line
+                        for line in capture.read().splitlines(keepends=True)
+                        if not line.startswith(_LITERT_INFO_PREFIX)
+                    )
+                )
+
+
+def _flush_stderr() -> None:
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except (OSError, ValueError):  # closed or broken: nothing buffered can be saved anyway
+        pass
+
+
+def _write_fd2(data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(2, view) :]
+    except OSError:
+        pass
 
 
 _local = threading.local()

@@ -13,9 +13,11 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+from types import ModuleType
 
 import numpy as np
 
+_deflate_module: ModuleType
 try:
     from isal import isal_zlib as _deflate_module
 except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps this working without
@@ -31,7 +33,9 @@ def deflate_backend() -> str:
     return "isal" if _deflate_module is not zlib else "zlib"
 
 
-def encode_png(rgb: np.ndarray, *, compress: Callable[[bytes], bytes] | None = None) -> bytes:
+def encode_png(
+    rgb: np.ndarray, *, compress: Callable[[memoryview], bytes] | None = None
+) -> bytes:
     """The PNG file of an HxWx3 uint8 RGB image (a BGR array gives a PNG with red and blue
     swapped: pass RGB). `compress` replaces the zlib-format deflate (tests use it)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -53,7 +57,7 @@ def encode_png(rgb: np.ndarray, *, compress: Callable[[bytes], bytes] | None = N
         (
             SIGNATURE,
             _chunk(b"IHDR", header),
-            _chunk(b"IDAT", deflate(memoryview(scanlines).cast("B"))),
+            _chunk(b"IDAT", deflate(scanlines.data.cast("B"))),
             _chunk(b"IEND", b""),
         )
     )

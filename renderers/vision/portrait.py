@@ -49,9 +49,9 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
         with warnings.catch_warnings():
             # Pillow only warns about very large images; treat those as errors too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[kind]) as image:
-                image.load()
-                image = ImageOps.exif_transpose(image)
+            with Image.open(io.BytesIO(data), formats=[kind]) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                     rgba = image.convert("RGBA")
                     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -17,9 +17,11 @@ def person_mask(rgb: np.ndarray) -> np.ndarray:
     """HxW float32 in [0, 1]: how likely each pixel belongs to a person."""
     rgb = as_rgb(rgb)
     h, w = rgb.shape[:2]
-    small = Image.fromarray(np.ascontiguousarray(rgb)).resize((INPUT, INPUT), Image.BILINEAR)
+    small = Image.fromarray(np.ascontiguousarray(rgb)).resize(
+        (INPUT, INPUT), Image.Resampling.BILINEAR
+    )
     tensor = np.asarray(small, dtype=np.float32) * (1.0 / 255.0)
     (raw,) = model(SELFIE_SEGMENTATION)(tensor)
-    mask = Image.fromarray(raw.reshape(INPUT, INPUT).astype(np.float32))  # mode "F"
-    mask = np.asarray(mask.resize((w, h), Image.BILINEAR), dtype=np.float32)
+    probability = Image.fromarray(raw.reshape(INPUT, INPUT).astype(np.float32))  # mode "F"
+    mask = np.asarray(probability.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     return np.clip(mask, 0.0, 1.0)

@@ -136,11 +136,15 @@ def _randomise(model: Wav2Lip, seed: int) -> None:
                     module.bias.uniform_(-bound, bound, generator=generator)
             elif isinstance(module, torch.nn.BatchNorm2d):
                 n = module.num_features
+                mean, var = module.running_mean, module.running_var
+                tracked = module.num_batches_tracked
+                # Wav2Lip's BatchNorms track running statistics (the default).
+                assert mean is not None and var is not None and tracked is not None
                 module.weight.copy_(1 + 0.1 * torch.randn(n, generator=generator))
                 module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_mean.copy_(0.05 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                module.num_batches_tracked.fill_(1000)
+                mean.copy_(0.05 * torch.randn(n, generator=generator))
+                var.copy_(0.5 + torch.rand(n, generator=generator))
+                tracked.fill_(1000)
 
 
 def write_random_checkpoint(
@@ -162,7 +166,7 @@ def write_random_checkpoint(
     _randomise(model, seed)
     prefix = "module." if data_parallel else ""
     state = {prefix + key: value for key, value in model.state_dict().items()}
-    payload: dict[str, object] | dict[str, torch.Tensor] = state
+    payload: Mapping[str, object] = state
     if wrapped:
         optimizer = None
         if with_optimizer:

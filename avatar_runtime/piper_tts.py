@@ -1,5 +1,8 @@
 """Streaming livekit-agents TTS backed by a local piper voice (CPU, offline).
 
+The voice the ready agent speaks with when no cloud TTS is configured, and one any agent
+may use: `from avatar_runtime.piper_tts import PiperTTS` (extra `piper`).
+
 Piper inference is synchronous and CPU-bound, so every call into piper runs on a
 single worker thread owned by the TTS instance; the event loop only moves bytes.
 """
@@ -25,7 +28,13 @@ from livekit.agents import (
     tts,
     utils,
 )
-from piper import PiperVoice, SynthesisConfig
+
+try:
+    from piper import PiperVoice, SynthesisConfig
+except ImportError as _missing:  # an extra: library users with a cloud voice do without it
+    raise ImportError(
+        "the offline piper voice needs its extra: pip install 'avatar-agents[piper]'"
+    ) from _missing
 
 logger = logging.getLogger(__name__)
 
