@@ -118,6 +118,23 @@ async def close(conversation: Conversation) -> None:
     await asyncio.wait_for(conversation.room.disconnect(), 15)
 
 
+async def assert_surprise_shows(avatar: AvatarSession, viewer: RoomObserver) -> None:
+    """Surprise at full intensity changes a meshwarp face (brows, eyes, mouth) well past how
+    much the idle face moves by itself. The viewer must watch the FACE region."""
+    await avatar.set_emotion("neutral", 0.0)
+    await asyncio.sleep(1.0)
+    neutral_from = time.perf_counter()
+    await asyncio.sleep(1.0)
+    neutral = [v for v in viewer.video if v.arrived >= neutral_from]
+    idle_change = float(np.mean([np.abs(v.luma - neutral[0].luma).mean() for v in neutral]))
+    await avatar.set_emotion("surprised", 1.0)
+    await asyncio.sleep(0.8)  # eased in over 300 ms
+    surprised = [v for v in viewer.video if v.arrived >= time.perf_counter() - 0.3]
+    base = np.mean([v.luma for v in neutral], axis=0)
+    change = float(np.mean([np.abs(v.luma - base).mean() for v in surprised]))
+    assert change > max(3.0, 2.5 * idle_change), (change, idle_change)
+
+
 def mean_luma(samples: list, since: float) -> float:  # noqa: ANN001 - VideoSample
     return float(np.mean([s.luma.mean() for s in samples if s.arrived >= since]))
 
@@ -255,18 +272,7 @@ async def test_seed_002_snippet_runs_and_its_controls_reach_the_picture(
 
     # An emotion reaches the face: surprise moves brows, eyes and mouth well past idle motion.
     await avatar.set_background("original")
-    await avatar.set_emotion("neutral", 0.0)
-    await asyncio.sleep(1.0)
-    neutral_from = time.perf_counter()
-    await asyncio.sleep(1.0)
-    neutral = [v for v in viewer.video if v.arrived >= neutral_from]
-    idle_change = float(np.mean([np.abs(v.luma - neutral[0].luma).mean() for v in neutral]))
-    await avatar.set_emotion("surprised", 1.0)
-    await asyncio.sleep(0.8)  # eased in over 300 ms
-    surprised = [v for v in viewer.video if v.arrived >= time.perf_counter() - 0.3]
-    base = np.mean([v.luma for v in neutral], axis=0)
-    change = float(np.mean([np.abs(v.luma - base).mean() for v in surprised]))
-    assert change > max(3.0, 2.5 * idle_change), (change, idle_change)
+    await assert_surprise_shows(avatar, viewer)
 
     # A background reaches the corner of the picture (the top one: the suit fills the bottom).
     viewer.region = TOP_CORNER
@@ -396,12 +402,13 @@ def avatar_worker(livekit_server: LiveKitServer, private_cache: Path) -> Iterato
         yield
 
 
-def remote_avatar(server: LiveKitServer) -> AvatarSession:
+def remote_avatar(server: LiveKitServer, renderer: str = "testcard") -> AvatarSession:
     """A remote-mode AvatarSession for the avatar worker above, outside a job (so it dispatches
-    through a LiveKit API of its own)."""
+    through a LiveKit API of its own). The worker is configured for meshwarp: the testcard is
+    what the agent asks for."""
     return AvatarSession(
         mode="remote",
-        renderer="testcard",  # asked of the worker, which is configured for meshwarp
+        renderer=renderer,
         width=SIZE,
         height=SIZE,
         avatar_worker_name=WORKER_NAME,
@@ -468,14 +475,17 @@ async def test_remote_controls_answer_as_in_process_and_reach_the_picture(
     assert not late, f"{len(late)} speech frames arrived long after the interruption"
 
 
-async def test_remote_aclose_removes_the_avatar_participant(
+async def test_remote_emotion_reaches_the_face_and_aclose_removes_the_avatar(
     livekit_server: LiveKitServer, avatar_worker: None
 ) -> None:
     conversation = await converse(
         livekit_server,
-        remote_avatar(livekit_server),
+        remote_avatar(livekit_server, renderer="meshwarp"),
+        region=FACE,
+        decode_stamps=False,
     )
     try:
+        await assert_surprise_shows(conversation.avatar, conversation.viewer)
         await conversation.avatar.aclose()
         await conversation.viewer.wait_for(
             lambda: "agent-avatar" not in conversation.viewer.room.remote_participants,
