@@ -31,12 +31,15 @@ from avatar_runtime.controls import DEFAULT_INTENSITY
 from avatar_runtime.remote import DEFAULT_WORKER_NAME, PUBLISH_ON_BEHALF, RemoteAvatarRequest
 
 from .avatar_source import avatar_source, with_default_avatar
+from .capacity import session_load
 from .cli import run
 from .config import Settings
 
 logger = logging.getLogger("avatar-worker")
 
-server = AgentServer(initialize_process_timeout=60.0)
+# Load by sessions, as the agent worker does (capacity.py): by CPU, LiveKit refused the avatar's
+# dispatch whenever the machine was busy, and the agent waited a re-dispatch (6 s and more).
+server = AgentServer(initialize_process_timeout=60.0, load_fnc=session_load)
 
 
 async def accept(request: JobRequest) -> None:
@@ -79,16 +82,22 @@ async def entrypoint(ctx: JobContext) -> None:
     avatar = await with_default_avatar(start, source, settings.source)
     ctx.add_shutdown_callback(avatar.aclose)
 
-    # The avatar has no reason to stay once the agent it speaks for has left.
-    agent_left = asyncio.Event()
+    # The avatar has no reason to stay once the agent it speaks for has left, or once it has
+    # been removed from the room (the agent's AvatarSession.aclose does that).
+    done = asyncio.Event()
 
-    def on_disconnected(participant: rtc.RemoteParticipant) -> None:
+    def on_participant_left(participant: rtc.RemoteParticipant) -> None:
         if participant.identity == meta.agent_identity:
-            agent_left.set()
+            logger.info(
+                "agent %s left room %s; avatar leaving", participant.identity, ctx.room.name
+            )
+            done.set()
 
-    ctx.room.on("participant_disconnected", on_disconnected)
-    await agent_left.wait()
-    logger.info("agent %s left room %s; avatar leaving", meta.agent_identity, ctx.room.name)
+    ctx.room.on("participant_disconnected", on_participant_left)
+    ctx.room.on("disconnected", lambda *_: done.set())
+    if meta.agent_identity not in ctx.room.remote_participants:
+        done.set()  # it left before we joined
+    await done.wait()
     ctx.shutdown("agent left")
 
 

@@ -21,12 +21,22 @@ import psutil
 
 from tests.livekit_server import running_livekit_server
 
-from . import control_api, foundation, meshwarp, offline_render, preparation, sync_compare, wav2lip
+from . import (
+    control_api,
+    foundation,
+    library,
+    meshwarp,
+    offline_render,
+    preparation,
+    sync_compare,
+    wav2lip,
+)
 from . import jobs as jobs_bench
 from .report import (
     control_api_section,
     foundation_section,
     jobs_section,
+    library_section,
     meshwarp_section,
     offline_render_section,
     preparation_section,
@@ -58,13 +68,15 @@ def main() -> int:
             "jobs",
             "preparation",
             "wav2lip",
+            "library",
         ],
         action="append",
     )
     parser.add_argument("--meshwarp-sessions", default="1,2,4,6")
     args = parser.parse_args()
     sessions = [int(n) for n in args.sessions.split(",") if n]
-    everything = ["foundation", "meshwarp", "control_api", "offline_render", "jobs", "preparation"]
+    everything = ["foundation", "meshwarp", "control_api", "library", "offline_render", "jobs"]
+    everything.append("preparation")
     if importlib.util.find_spec("torch") is not None:  # the wav2lip extra (setup's default)
         everything.append("wav2lip")
     only = set(args.only or everything)
@@ -78,6 +90,8 @@ def main() -> int:
         jobs.append(("preparation", lambda server: preparation.run(), preparation_section))
     if "offline_render" in only:
         jobs.append(("offline_render", lambda server: offline_render.run(), offline_render_section))
+    if "library" in only:
+        jobs.append(("library", library.run, library_section))
     if "control_api" in only:
         jobs.append(("control_api", control_api.run, control_api_section))
     if "meshwarp" in only:

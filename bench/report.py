@@ -488,6 +488,56 @@ def wav2lip_section(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def library_section(results: dict) -> str:
+    machine = results["machine"]
+    modes = results["modes"]
+    labels = {"inprocess": "in-process", "remote": "remote (avatar worker process)"}
+    return (
+        "\n".join(
+            [
+                "## AvatarSession from your own agent",
+                "",
+                f"Measured {results['started']} on {machine['cpu_count']} CPUs "
+                "(`python -m bench --only library`): a user's AgentSession (piper voice) with "
+                f"an `AvatarSession` (meshwarp, {results['size']}), seen by a viewer in the "
+                f"room; medians of {results['rounds']} fresh rooms per mode. Join is "
+                "livekit-agents' own `AvatarMetrics` (start until the avatar's video is "
+                "published); first audio is `session.say()` until the viewer hears it (piper "
+                "synthesis included); the control is "
+                "`await avatar.set_emotion()`; interrupt to silence is "
+                "`await session.interrupt()` until the viewer hears no more speech.",
+                "",
+                _table(
+                    [
+                        "mode",
+                        "join (ms)",
+                        "worst join (ms)",
+                        "first audio (ms)",
+                        "set_emotion (ms)",
+                        "interrupt to silence (ms)",
+                    ],
+                    [
+                        [
+                            labels.get(mode, mode),
+                            m["join_ms"],
+                            m["max_join_ms"],
+                            m["first_audio_ms"],
+                            m["control_ms"],
+                            m["interrupt_to_silence_ms"],
+                        ]
+                        for mode, m in modes.items()
+                    ],
+                ),
+                "",
+                "Remote join includes the dispatch: LiveKit hands the job to the avatar worker, "
+                "which starts a job process, loads the portrait (its rig cached by content "
+                "hash) and publishes.",
+            ]
+        )
+        + "\n"
+    )
+
+
 def write_section(path: Path, name: str, markdown: str) -> None:
     """Replace (or append) the block between this section's markers in the report."""
     text = path.read_text() if path.exists() else HEADER
