@@ -69,7 +69,7 @@ bench: setup
 
 # Only inside the checkout; the shared cache ($(AVATAR_CACHE)) is left alone.
 clean:
-	rm -rf .pytest_cache .ruff_cache .mypy_cache build dist client_demo/dist control_api/web \
+	rm -rf .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist client_demo/dist control_api/web \
 		control_api/web.old *.egg-info
 	find . -path ./client_demo/node_modules -prune -o -name __pycache__ -type d -prune \
 		-exec rm -rf {} +

@@ -14,12 +14,14 @@ from pathlib import Path
 import av
 import numpy as np
 
+from renderers.errors import CodedError, short_reason
 
-class AudioFileError(Exception):
+
+class AudioFileError(CodedError):
+    """An audio file that cannot be used; `message` is for the user, `code` is stable."""
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, retryable=False)
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,9 @@ def read_audio_mono(path: Path, *, max_seconds: float) -> DecodedAudio:
                 for converted in resampler.resample(None):
                     total += _append_mono(chunks, converted)
         except av.FFmpegError as error:
+            reason = short_reason(error, "decoding failed")
             raise AudioFileError(
-                "corrupt_audio", f"Audio could not be decoded (corrupt or truncated file): {error}"
+                "corrupt_audio", f"Audio could not be decoded (corrupt or truncated file): {reason}"
             ) from None
     if total == 0:
         raise AudioFileError("audio_empty", "Audio is empty: it holds no samples")

@@ -17,11 +17,17 @@ at it (the control API that lists the ids, the workers that render them) sees th
 Ids are 1 to 64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit, so an id
 can never name a path outside the directory; an entry that is a symbolic link is followed only
 while it stays inside the directory it is listed in.
+
+Ids are lower case, but a lookup takes them in any case (`canonical_id`): seed 000's avatar ids
+are UUIDs, which clients write in upper case too ("3F2504E0-4F89-11D3-9A0C-0305E82C3301"), and a
+preparation job installs such an avatar under its lower-case id, so either spelling finds it.
+Only ASCII letters fold, and only in an id that already follows the rule but for case.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import renderers
@@ -31,11 +37,21 @@ from renderers.cache import cache_dir
 from .backgrounds import ID_PATTERN
 
 DEFAULT_AVATAR = "default"
+ANY_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""An id in any case: `canonical_id` lower-cases these (control_api/jobs/storage.py repeats it)."""
 BUNDLED_PORTRAITS_DIR = PORTRAITS_DIR
 """The portraits shipped inside the package (renderers' package data)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 """Portrait files, in the order `resolve` prefers them when one id has several; an avatar
 package (`<id>/`) comes after all of them."""
+
+
+def canonical_id(avatar_id: str) -> str:
+    """The catalog's spelling of `avatar_id`: lower case when it is an id in any case
+    (`ANY_CASE_ID`), else unchanged (and then no id the catalog has)."""
+    if isinstance(avatar_id, str) and ANY_CASE_ID.fullmatch(avatar_id):
+        return avatar_id.lower()
+    return avatar_id
 
 
 def default_avatars_dir() -> Path:
@@ -83,7 +99,9 @@ class AvatarCatalog:
 
     def resolve(self, avatar_id: str) -> Path | None:
         """The source `avatar_id` names (a file, or a package directory), as a real path inside
-        the directory it was found in; None for `default`. KeyError for any other id."""
+        the directory it was found in; None for `default`. KeyError for any other id. The id may
+        be in any case (`canonical_id`)."""
+        avatar_id = canonical_id(avatar_id)
         if avatar_id == DEFAULT_AVATAR:
             return None
         if not isinstance(avatar_id, str) or not ID_PATTERN.fullmatch(avatar_id):
@@ -127,9 +145,11 @@ def _entry(root: Path, avatar_id: str) -> Path | None:
 
 
 __all__ = [
+    "ANY_CASE_ID",
     "BUNDLED_PORTRAITS_DIR",
     "DEFAULT_AVATAR",
     "IMAGE_SUFFIXES",
     "AvatarCatalog",
+    "canonical_id",
     "default_avatars_dir",
 ]

@@ -364,10 +364,10 @@ def guarded(
             raise
         except ControlError as error:
             raise error.to_rpc_error() from None
-        except Exception as error:
+        except Exception:  # the details go to the log, never to the caller
             logger.exception("%s failed", method)
             raise rtc.RpcError(
-                INTERNAL_ERROR, fit_message(f"{method} failed: {type(error).__name__}")
+                INTERNAL_ERROR, fit_message(f"{method} failed: internal error (see the log)")
             ) from None
 
     return handle

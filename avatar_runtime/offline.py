@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 import renderers
 from renderers import Expression, FrameRequest, Renderer, RendererError, VideoFormat
+from renderers.errors import CodedError
 
 from .audio_file import AudioFileError, DecodedAudio, read_audio_mono
 from .backgrounds import ORIGINAL, Background, BackgroundLibrary
@@ -56,13 +57,11 @@ memory stays flat however long the audio is."""
 Progress = Callable[[float, str], None]
 
 
-class OfflineRenderError(Exception):
+class OfflineRenderError(CodedError):
     """A render that cannot succeed with these inputs. `message` is for the user."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, retryable=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 from avatar_runtime import AvatarCatalog, BackgroundLibrary
 
 from . import avatars, catalog, health, tokens
+from . import openapi as spec
 from .config import Settings
 from .context import (
     AVATARS,
@@ -39,6 +40,7 @@ from .security import (
     rate_limit_middleware,
 )
 from .sessions import SessionHub
+from .validation import BodyLimit, body_limit_middleware
 
 log = logging.getLogger("control_api")
 
@@ -46,17 +48,11 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CLIENT_BUNDLE = ("dist", "app.js")
 
-_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,128}$"}
-_UNIT = {"type": "number", "minimum": 0, "maximum": 1}
-
-
-def _schema(required: list[str], **properties: dict) -> dict:
-    return {
-        "type": "object",
-        "required": required,
-        "additionalProperties": False,
-        "properties": properties,
-    }
+# What a path parameter may match in the router, where aiohttp's default (anything but '/')
+# would let one route take another's paths: a background id has no '.', so
+# `DELETE /backgrounds/{background_id}` does not also answer for `/backgrounds/x.png`.
+_ROUTER_PATTERNS = {"background_id": r"[^{}/.]+"}
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 
 # --- small handlers ------------------------------------------------------------------------
@@ -87,33 +83,6 @@ async def docs(request: web.Request) -> web.Response:
 
 # --- offline jobs (control_api/jobs, docs/jobs.md) --------------------------------------------
 
-_URL = {"type": "string", "format": "uri"}
-_RUNPOD_BODY = _schema(
-    ["input"],
-    input=_schema(
-        ["video_url", "avatar_id"],
-        video_url=_URL,
-        avatar_id={"type": "string"},
-        model={"type": "string", "default": "wav2lip"},
-        s3_bucket={"type": "string"},
-        s3_prefix={"type": "string"},
-    ),
-    webhook=_URL,
-)
-_RENDER_BODY = _schema(
-    ["audio_url"],
-    image_url=_URL,
-    avatar_id={"type": "string"},
-    audio_url=_URL,
-    renderer={"type": "string", "default": "meshwarp"},
-    emotion={"type": "string", "default": "neutral"},
-    intensity=_UNIT,
-    prompt={"type": "string", "maxLength": 2000},
-    webhook_url=_URL,
-)
-_REQUEST_ID_BODY = _schema(["request_id"], request_id={"type": "string"}, logs={"type": "boolean"})
-_UPLOAD_BODY = _schema(["file"], file={"type": "string", "format": "binary"})
-
 
 def _runpod_routes(prefix: str) -> list[Route]:
     tags = ("runpod",)
@@ -123,7 +92,9 @@ def _runpod_routes(prefix: str) -> list[Route]:
             f"{prefix}/run",
             routes_runpod.run,
             "RunPod: queue an avatar preparation",
-            body=_RUNPOD_BODY,
+            body=spec.RUNPOD_BODY,
+            response=spec.RUNPOD_JOB,
+            plain_errors=(400,),
             tags=tags,
         ),
         Route(
@@ -131,7 +102,10 @@ def _runpod_routes(prefix: str) -> list[Route]:
             f"{prefix}/runsync",
             routes_runpod.runsync,
             "RunPod: prepare an avatar and wait for the result (bounded)",
-            body=_RUNPOD_BODY,
+            body=spec.RUNPOD_BODY,
+            response=spec.RUNPOD_JOB,
+            query={"wait": spec.RUNSYNC_WAIT},
+            plain_errors=(400,),
             tags=tags,
         ),
         Route(
@@ -139,6 +113,8 @@ def _runpod_routes(prefix: str) -> list[Route]:
             f"{prefix}/status/{{job_id}}",
             routes_runpod.status,
             "RunPod: a job's status",
+            response=spec.RUNPOD_JOB,
+            plain_errors=(404,),
             tags=tags,
         ),
         Route(
@@ -146,6 +122,8 @@ def _runpod_routes(prefix: str) -> list[Route]:
             f"{prefix}/cancel/{{job_id}}",
             routes_runpod.cancel,
             "RunPod: cancel a job",
+            response=spec.RUNPOD_JOB,
+            plain_errors=(404,),
             tags=tags,
         ),
     ]
@@ -159,6 +137,7 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/internal/avatar/jobs/status",
         routes_internal.queue_status,
         "Job queue: running, pending, completed, failed and cancelled counts",
+        response=spec.QUEUE_STATUS,
         tags=("jobs",),
     ),
     Route(
@@ -166,6 +145,7 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/internal/avatar/jobs/{job_id}",
         routes_internal.get_job,
         "A job's details: attempts, progress, logs",
+        response=spec.JOB_DETAILS,
         tags=("jobs",),
     ),
     Route(
@@ -173,6 +153,7 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/internal/avatar/jobs/{job_id}/retry",
         routes_internal.retry_job,
         "Queue a failed or cancelled job again",
+        response=spec.JOB_DETAILS,
         tags=("jobs",),
     ),
     Route(
@@ -180,8 +161,9 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/renders",
         routes_renders.submit,
         "Queue an offline talking-video render",
-        body=_RENDER_BODY,
+        body=spec.RENDER_BODY,
         status=202,
+        response=spec.RENDER_QUEUED,
         tags=("renders",),
     ),
     Route(
@@ -189,6 +171,8 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/renders/{request_id}/status",
         routes_renders.status,
         "A render's status, queue position and progress (logs with ?logs=1)",
+        response=spec.RENDER_STATUS,
+        query={"logs": spec.LOGS_FLAG},
         tags=("renders",),
     ),
     Route(
@@ -196,6 +180,7 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/renders/{request_id}",
         routes_renders.result,
         "A finished render: {video: {url}, duration}",
+        response=spec.RENDER_RESULT,
         tags=("renders",),
     ),
     Route(
@@ -203,6 +188,7 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/renders/{request_id}/cancel",
         routes_renders.cancel,
         "Cancel a render",
+        response=spec.RENDER_QUEUED,
         tags=("renders",),
     ),
     Route(
@@ -210,9 +196,10 @@ JOB_ROUTES: list[Route] = [
         "/api/v1/files",
         routes_files.upload,
         "Upload a file; its URL works as image_url or audio_url",
-        body=_UPLOAD_BODY,
+        body=spec.FILE_UPLOAD_BODY,
         body_type="multipart/form-data",
         status=201,
+        response=spec.FILE_URL,
         tags=("renders",),
     ),
     Route(
@@ -221,6 +208,8 @@ JOB_ROUTES: list[Route] = [
         routes_files.download,
         "Download an upload or a job's output by signed link",
         public=True,
+        response_types=("*/*",),
+        query=spec.SIGNED_LINK_QUERY,
         tags=("renders",),
     ),
     Route(
@@ -228,8 +217,9 @@ JOB_ROUTES: list[Route] = [
         "/api/generate/kling-avatar/submit",
         routes_renders.submit,
         "Seed 003 alias of POST /api/v1/renders",
-        body=_RENDER_BODY,
+        body=spec.RENDER_BODY,
         status=202,
+        response=spec.RENDER_QUEUED,
         tags=("renders",),
     ),
     Route(
@@ -237,7 +227,8 @@ JOB_ROUTES: list[Route] = [
         "/api/generate/kling-avatar/status",
         routes_renders.status_by_body,
         "Seed 003 alias: a render's status by request_id",
-        body=_REQUEST_ID_BODY,
+        body=spec.REQUEST_ID_BODY,
+        response=spec.RENDER_STATUS,
         tags=("renders",),
     ),
     Route(
@@ -245,7 +236,8 @@ JOB_ROUTES: list[Route] = [
         "/api/generate/kling-avatar/result",
         routes_renders.result_by_body,
         "Seed 003 alias: a finished render by request_id",
-        body=_REQUEST_ID_BODY,
+        body=spec.REQUEST_ID_BODY,
+        response=spec.RENDER_RESULT,
         tags=("renders",),
     ),
     Route(
@@ -253,9 +245,10 @@ JOB_ROUTES: list[Route] = [
         "/api/generate/upload-file",
         routes_files.upload,
         "Seed 003 alias of POST /api/v1/files",
-        body=_UPLOAD_BODY,
+        body=spec.FILE_UPLOAD_BODY,
         body_type="multipart/form-data",
         status=201,
+        response=spec.FILE_URL,
         tags=("renders",),
     ),
 ]
@@ -266,28 +259,67 @@ def _job_seconds(started: float | None, finished: float | None) -> float | None:
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/health", health.health, "Service health", public=True, tags=("health",)),
-    Route("GET", "/api/v1/health", health.health, "Service health", public=True, tags=("health",)),
-    Route("GET", "/api/v1/ready", health.ready, "Readiness probe", tags=("health",)),
-    Route("GET", "/api/v1/live", health.live, "Liveness probe", public=True, tags=("health",)),
+    *(
+        Route(
+            "GET",
+            path,
+            health.health,
+            "Service health",
+            public=True,
+            response=spec.HEALTH,
+            tags=("health",),
+        )
+        for path in ("/health", "/api/v1/health")
+    ),
+    Route(
+        "GET",
+        "/api/v1/ready",
+        health.ready,
+        "Readiness probe",
+        response=spec.READY,
+        tags=("health",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/live",
+        health.live,
+        "Liveness probe",
+        public=True,
+        response=spec.LIVE,
+        tags=("health",),
+    ),
     Route(
         "POST",
         "/avatars",
         avatars.create_session,
         "Create a session: a room with the agent and its avatar",
-        body=_schema(["avatar_id"], avatar_id={"type": "string"}, session_id=_ID),
+        body=spec.SESSION_BODY,
         status=201,
+        response=spec.SESSION_CREATED,
         tags=("sessions",),
     ),
-    Route("GET", "/avatars", avatars.list_sessions, "List live sessions", tags=("sessions",)),
     Route(
-        "GET", "/avatars/{session_id}", avatars.get_session, "A session's state", tags=("sessions",)
+        "GET",
+        "/avatars",
+        avatars.list_sessions,
+        "List live sessions",
+        response=spec.SESSIONS,
+        tags=("sessions",),
+    ),
+    Route(
+        "GET",
+        "/avatars/{session_id}",
+        avatars.get_session,
+        "A session's state",
+        response=spec.SESSION,
+        tags=("sessions",),
     ),
     Route(
         "DELETE",
         "/avatars/{session_id}",
         avatars.delete_session,
         "Close a session: everyone, the agent included, leaves",
+        response=spec.SESSION_DELETED,
         tags=("sessions",),
     ),
     Route(
@@ -295,7 +327,8 @@ ROUTES: list[Route] = [
         "/avatars/{session_id}/emotion",
         avatars.set_emotion,
         "Change the avatar's emotion",
-        body=_schema(["emotion"], emotion={"type": "string"}, intensity=_UNIT),
+        body=spec.EMOTION_BODY,
+        response=spec.SESSION,
         tags=("sessions",),
     ),
     Route(
@@ -303,7 +336,8 @@ ROUTES: list[Route] = [
         "/avatars/{session_id}/background",
         avatars.set_background,
         "Change the avatar's background",
-        body=_schema(["background_id"], background_id={"type": "string"}),
+        body=spec.BACKGROUND_BODY,
+        response=spec.SESSION,
         tags=("sessions",),
     ),
     Route(
@@ -311,10 +345,9 @@ ROUTES: list[Route] = [
         "/avatars/{session_id}/say",
         avatars.say,
         "Make the agent say a text",
-        body=_schema(
-            ["text"], text={"type": "string", "maxLength": 1000}, interrupt={"type": "boolean"}
-        ),
+        body=spec.SAY_BODY,
         status=202,
+        response=spec.SPEECH,
         tags=("sessions",),
     ),
     Route(
@@ -322,23 +355,43 @@ ROUTES: list[Route] = [
         "/avatars/{session_id}/interrupt",
         avatars.interrupt,
         "Stop the agent speaking",
+        response=spec.SESSION,
         tags=("sessions",),
     ),
     Route(
-        "GET", "/ws/{session_id}", avatars.events, "WebSocket of session events", tags=("sessions",)
+        "GET",
+        "/ws/{session_id}",
+        avatars.events,
+        "WebSocket of session events",
+        status=101,
+        response_types=(),
+        tags=("sessions",),
     ),
-    Route("GET", "/emotions", catalog.list_emotions, "Emotions", tags=("catalog",)),
-    Route("GET", "/backgrounds", catalog.list_backgrounds, "Backgrounds", tags=("catalog",)),
+    Route(
+        "GET",
+        "/emotions",
+        catalog.list_emotions,
+        "Emotions",
+        response=spec.EMOTIONS_LIST,
+        tags=("catalog",),
+    ),
+    Route(
+        "GET",
+        "/backgrounds",
+        catalog.list_backgrounds,
+        "Backgrounds",
+        response=spec.BACKGROUNDS_LIST,
+        tags=("catalog",),
+    ),
     Route(
         "POST",
         "/backgrounds",
         catalog.upload_background,
         "Upload a background image",
-        body=_schema(
-            ["id", "file"], id={"type": "string"}, file={"type": "string", "format": "binary"}
-        ),
+        body=spec.BACKGROUND_UPLOAD_BODY,
         body_type="multipart/form-data",
         status=201,
+        response=spec.BACKGROUND_ENTRY,
         tags=("catalog",),
     ),
     Route(
@@ -346,6 +399,7 @@ ROUTES: list[Route] = [
         "/backgrounds/{background_id}.png",
         catalog.background_image,
         "A background image",
+        response_types=spec.IMAGE_TYPES,
         tags=("catalog",),
     ),
     Route(
@@ -353,6 +407,7 @@ ROUTES: list[Route] = [
         "/backgrounds/{background_id}",
         catalog.delete_background,
         "Delete a background image",
+        response=spec.DELETED,
         tags=("catalog",),
     ),
     Route(
@@ -360,18 +415,59 @@ ROUTES: list[Route] = [
         "/token",
         tokens.create_token,
         "A LiveKit token for a room (dispatches the agent on join)",
-        body=_schema([], room=_ID, identity=_ID, name={"type": "string", "maxLength": 128}),
+        body=spec.TOKEN_BODY,
+        response=spec.TOKEN,
         tags=("tokens",),
     ),
     *JOB_ROUTES,
-    Route("GET", "/metrics", metrics, "Prometheus metrics", tags=("metrics",)),
-    Route("GET", "/openapi.json", openapi_json, "This API, as OpenAPI 3.1", public=True),
-    Route("GET", "/docs", docs, "This API, as a page", public=True),
-    Route("GET", "/", index, "The web client", public=True),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        response_types=("text/plain",),
+        tags=("metrics",),
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi_json,
+        "This API, as OpenAPI 3.1",
+        public=True,
+        response=spec.DOCUMENT,
+    ),
+    Route("GET", "/docs", docs, "This API, as a page", public=True, response_types=spec.HTML),
+    Route("GET", "/", index, "The web client", public=True, response_types=spec.HTML),
 ]
 
 
 # --- middleware and lifecycle ---------------------------------------------------------------
+
+
+def router_path(path: str) -> str:
+    """`path` of the route table with the router's pattern for each parameter that has one."""
+
+    def pattern(match: re.Match[str]) -> str:
+        name = match[1]
+        return f"{{{name}:{_ROUTER_PATTERNS[name]}}}" if name in _ROUTER_PATTERNS else match[0]
+
+    return _PATH_PARAM.sub(pattern, path)
+
+
+def body_limits(settings: Settings) -> dict[object, BodyLimit]:
+    """Each route's body limit where it is not the JSON one (settings.max_body_bytes): the
+    uploads limit their own (control_api/uploads.py), and the renders take their image and
+    audio inline as data: URIs (seed 003) of up to AVATAR_MAX_UPLOAD_BYTES together."""
+    inline = BodyLimit(
+        settings.max_data_uri_body_bytes,
+        " (files inline as data: URIs of up to AVATAR_MAX_UPLOAD_BYTES together, as base64); "
+        "upload larger files with POST /api/v1/files and send their URLs",
+    )
+    return {
+        routes_renders.submit: inline,
+        routes_files.upload: BodyLimit(None),
+        catalog.upload_background: BodyLimit(None),
+    }
 
 
 @web.middleware
@@ -429,8 +525,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
             error_middleware,
             auth_middleware(authenticator),
             rate_limit_middleware(RateLimiter(settings.rate_limit_per_s, settings.rate_burst)),
+            body_limit_middleware(BodyLimit(settings.max_body_bytes), body_limits(settings)),
         ],
-        # Uploads stream through multipart and check their own, larger limit.
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -448,7 +544,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.extend([_http_session, health.gpu_probe, _job_system, _session_hub])
 
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        path = router_path(route.path)
+        if route.method == "GET":  # and HEAD: the same answer without its body
+            app.router.add_get(path, route.handler, allow_head=True)
+        else:
+            app.router.add_route(route.method, path, route.handler)
     if settings.client_dir.is_dir():
         # aiohttp's static route normalises the path and refuses anything outside the
         # directory; follow_symlinks=False also stops a symlink from leading out of it.

@@ -7,14 +7,13 @@ import contextlib
 import json
 import logging
 import secrets
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from avatar_runtime import EMOTIONS, parse_background, valid_backgrounds
+from avatar_runtime.avatars import canonical_id
 from avatar_runtime.controls import (
     DEFAULT_INTENSITY,
-    DEFAULT_STATE,
     GET_STATE,
     SET_BACKGROUND,
     SET_EMOTION,
@@ -48,19 +47,14 @@ async def _link(request: web.Request) -> SessionLink:
     return await request.app[HUB].get(session_id)
 
 
-def _answered(answer: Any) -> dict[str, Any]:
-    """The state fields of an avatar's RPC answer."""
-    if not isinstance(answer, dict):
-        return {}
-    return {k: answer[k] for k in DEFAULT_STATE if k in answer}
-
-
 async def create_session(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     body = await json_object(request, allowed=("avatar_id", "session_id"), required=("avatar_id",))
     catalog = request.app[AVATARS]
     valid = await asyncio.to_thread(catalog.ids)  # a directory listing
-    avatar_id = one_of(body["avatar_id"], valid, field="avatar", code="invalid_avatar")
+    # Ids in any case name the catalog's lower-case ones (a prepared UUID id, seed 000).
+    requested = canonical_id(body["avatar_id"])
+    avatar_id = one_of(requested, valid, field="avatar", code="invalid_avatar")
     session_id = optional_id(body, "session_id") or f"avatar-{secrets.token_hex(4)}"
     link = await request.app[HUB].create(session_id, avatar_id)
     request.app[METRICS].sessions_created.inc()
@@ -103,8 +97,9 @@ async def set_emotion(request: web.Request) -> web.Response:
     emotion = one_of(body["emotion"], list(EMOTIONS), field="emotion", code="invalid_emotion")
     intensity = unit_interval(body, "intensity", DEFAULT_INTENSITY, "invalid_intensity")
     link = await _link(request)
-    answer = await link.call_avatar(SET_EMOTION, {"emotion": emotion, "intensity": intensity})
-    return web.json_response(link.describe(_answered(answer)))
+    # The link keeps the avatar's answer as its state: the GET after this one shows it too.
+    await link.call_avatar(SET_EMOTION, {"emotion": emotion, "intensity": intensity})
+    return web.json_response(link.describe())
 
 
 async def set_background(request: web.Request) -> web.Response:
@@ -124,8 +119,8 @@ async def set_background(request: web.Request) -> web.Response:
             valid=valid,
         ) from None
     link = await _link(request)
-    answer = await link.call_avatar(SET_BACKGROUND, {"background_id": spec})
-    return web.json_response(link.describe(_answered(answer)))
+    await link.call_avatar(SET_BACKGROUND, {"background_id": spec})
+    return web.json_response(link.describe())
 
 
 async def say(request: web.Request) -> web.Response:
@@ -149,8 +144,8 @@ async def interrupt(request: web.Request) -> web.Response:
     await link.call_agent(AGENT_INTERRUPT)
     # The agent's interruption reaches the avatar as a cleared buffer; ask it for its state
     # so the answer does not show "speaking" from before.
-    answer = await link.call_avatar(GET_STATE)
-    return web.json_response(link.describe(_answered(answer)))
+    await link.call_avatar(GET_STATE)
+    return web.json_response(link.describe())
 
 
 async def events(request: web.Request) -> web.WebSocketResponse:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from aiohttp import BodyPartReader, hdrs, web
+from aiohttp import web
 
 from avatar_runtime import EMOTIONS
 from avatar_runtime.backgrounds import BLUR, ORIGINAL, BackgroundLibrary
 from avatar_runtime.backgrounds import ID_PATTERN as BACKGROUND_ID
 from renderers import RendererError
+from renderers.vision.portrait import sniff_format
 
+from . import uploads
 from .context import BACKGROUNDS, SETTINGS
 from .errors import ApiError
 
@@ -38,7 +41,6 @@ BUNDLED_DESCRIPTIONS = {
     "consultation_room": "Private consultation space",
 }
 """The images bundled with the runtime (avatar_runtime/assets/backgrounds), as listed."""
-_UPLOAD_CHUNK = 64 * 1024
 _ID_RULE = "1-64 characters of a-z 0-9 _ -, starting with a letter or digit"
 
 
@@ -121,58 +123,32 @@ async def delete_background(request: web.Request) -> web.Response:
 
 
 async def upload_background(request: web.Request) -> web.Response:
-    """`multipart/form-data` with `id` (text) and `file` (PNG, JPEG or WebP)."""
-    limit = request.app[SETTINGS].max_upload_bytes
-    if request.content_type != "multipart/form-data":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send multipart/form-data with the fields 'id' and 'file'",
-        )
-    if request.content_length is not None and request.content_length > limit + _UPLOAD_CHUNK:
-        raise _too_large(limit)
-    background_id: str | None = None
-    data: bytes | None = None
-    reader = await request.multipart()
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            raise ApiError(422, "invalid_body", "nested multipart bodies are not accepted")
-        if part.name == "id":
-            background_id = (await _read_part(part, 256)).decode("utf-8", "replace").strip()
-        elif part.name == "file":
-            data = await _read_part(part, limit)
-        else:
+    """`multipart/form-data` with `id` (text) and `file` (PNG, JPEG or WebP), read by
+    control_api/uploads.py into the library's directory, then decoded and stored as PNG."""
+    library = request.app[BACKGROUNDS]
+    rules = uploads.Rules(
+        max_bytes=request.app[SETTINGS].max_upload_bytes,
+        limit_name="AVATAR_MAX_UPLOAD_BYTES",
+        usage="send multipart/form-data with the fields 'id' and 'file'",
+        text_fields={"id": 256},
+        sniff=sniff_format,
+        sniff_error=("invalid_image", "the file is not a PNG, JPEG or WebP image"),
+        declared_types=("image/",),
+    )
+    async with uploads.receive(request, rules, library.directory) as upload:
+        background_id = upload.fields.get("id")
+        if not background_id:
+            raise ApiError(422, "invalid_field", f"no field 'id'; {rules.usage}")
+        if not BACKGROUND_ID.fullmatch(background_id) or background_id in (ORIGINAL, BLUR):
             raise ApiError(
-                422, "invalid_field", f"unknown field {part.name!r}; send 'id' and 'file'"
+                422, "invalid_field", f"'id' must be {_ID_RULE}, and not 'original' or 'blur'"
             )
-    if not background_id or data is None:
-        raise ApiError(422, "invalid_field", "send both fields: 'id' and 'file'")
-    if not BACKGROUND_ID.fullmatch(background_id) or background_id in (ORIGINAL, BLUR):
-        raise ApiError(
-            422, "invalid_field", f"'id' must be {_ID_RULE}, and not 'original' or 'blur'"
-        )
-    try:
-        await asyncio.to_thread(request.app[BACKGROUNDS].register, background_id, data)
-    except RendererError as error:
-        raise ApiError(422, "invalid_image", error.message) from None
+        try:
+            await asyncio.to_thread(_register, library, background_id, upload.path)
+        except RendererError as error:
+            raise ApiError(422, "invalid_image", error.message) from None
     return web.json_response(_image_entry(background_id), status=201)
 
 
-async def _read_part(part: BodyPartReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await part.read_chunk(_UPLOAD_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(
-        413,
-        "payload_too_large",
-        f"the upload is larger than {limit} bytes (AVATAR_MAX_UPLOAD_BYTES)",
-        headers={hdrs.CONNECTION: "close"},
-    )
+def _register(library: BackgroundLibrary, background_id: str, path: Path) -> None:
+    library.register(background_id, path.read_bytes())

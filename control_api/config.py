@@ -66,7 +66,9 @@ class Settings:
     # -- limits --------------------------------------------------------------------------------
     max_sessions: int = 10
     max_upload_bytes: int = 10 * 1024 * 1024
+    """A background image upload; also the files one JSON body may carry as data: URIs."""
     max_body_bytes: int = 64 * 1024
+    """A JSON body, on every route but those that take data: URIs (max_data_uri_body_bytes)."""
     max_say_chars: int = 1000
     session_idle_timeout_s: float = 300.0
     """A session nobody (but the agent) has been in for this long is closed."""
@@ -121,6 +123,13 @@ class Settings:
     webhook_backoff_s: float = 2.0
     webhook_timeout_s: float = 10.0
     webhook_allow_private: bool = False
+
+    @property
+    def max_data_uri_body_bytes(self) -> int:
+        """The JSON body of a route that takes files inline as data: URIs (the renders'
+        image_url and audio_url): files of up to max_upload_bytes together, base64-encoded
+        (4 characters for every 3 bytes), plus an ordinary body's worth for the rest."""
+        return self.max_body_bytes + 4 * -(-self.max_upload_bytes // 3)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,4 +1,10 @@
-"""One error shape for every route: `{"error": {"code", "message", ...}}`, never a traceback."""
+"""One error shape for every route: `{"error": {"code", "message", ...}}`, never a traceback.
+
+`ApiError` is the project's `CodedError` (renderers/errors.py) with an HTTP status. Any other
+CodedError that carries a status is answered the same way by `error_middleware`
+(`ApiError.of`, the one conversion), so a layer below can raise its own error with its code
+and status and never build a response itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from renderers.errors import CodedError
 
 log = logging.getLogger("control_api")
 
@@ -27,11 +35,13 @@ ERROR_CODE = web.ResponseKey("error_code", str)
 _KEPT_HEADERS = frozenset({"allow"})
 
 
-class ApiError(Exception):
+class ApiError(CodedError):
     """An error with a stable machine-readable code, rendered by `error_middleware`.
 
     `extra` fields are added next to code and message (e.g. `valid`, the list of valid values).
     """
+
+    status: int
 
     def __init__(
         self,
@@ -42,12 +52,21 @@ class ApiError(Exception):
         headers: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(code, message, status=status)
         self.headers = dict(headers or {})
         self.extra = extra
+
+    @classmethod
+    def of(
+        cls, error: CodedError, status: int | None = None, code: str | None = None, **extra: Any
+    ) -> ApiError:
+        """`error` as the service answers it: `status` when given, else its own, else 500; `code`
+        when given, else its own; its message as written; `extra` fields beside them."""
+        if isinstance(error, ApiError) and status is None and code is None and not extra:
+            return error
+        chosen = status if status is not None else error.status
+        chosen = chosen if chosen is not None else 500
+        return cls(chosen, code or error.code, error.message, **extra)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.extra}}
@@ -79,6 +98,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"request body too large for {request.method} {request.path}"
         headers = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS}
         return error_response(ApiError(exc.status, code, message, headers=headers))
-    except Exception:
+    except Exception as error:
+        if isinstance(error, CodedError) and error.status is not None:
+            return error_response(ApiError.of(error))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "internal server error"))

@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,12 @@ if __package__ in (None, ""):
         sys.path.insert(0, str(_here.parent))
 
 from control_api.config import Settings  # noqa: E402
-from control_api.jobs.handlers import JobContext, JobRetryable, prepare  # noqa: E402
+from control_api.jobs.errors import (  # noqa: E402
+    INTERNAL_ERROR,
+    INTERNAL_ERROR_MESSAGE,
+    JobError,
+)
+from control_api.jobs.handlers import JobContext, prepare  # noqa: E402
 from control_api.jobs.options import options_from_env  # noqa: E402
 from control_api.jobs.runner import backoff_delay  # noqa: E402
 
@@ -99,7 +105,10 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
             )
             try:
                 output = prepare(job.get("input") or {}, context)
-            except JobRetryable as error:
+            except Exception as unforeseen:
+                error = _as_job_error(unforeseen)
+                if not error.retryable:
+                    return SeedOutput({"status": "error", "error": error.message})
                 if attempt == attempts:
                     return {"error": error.message}  # the SDK reports the job FAILED
                 delay = backoff_delay(attempt, settings.jobs_backoff_s, settings.jobs_backoff_max_s)
@@ -108,6 +117,16 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
                 continue
         return SeedOutput(output) if output.get("status") == "error" else output
     raise AssertionError("unreachable")
+
+
+def _as_job_error(error: Exception) -> JobError:
+    """`prepare` raises only retryable JobErrors; anything else is a bug, whose traceback goes
+    to the worker's log while the job says only `internal_error`'s message (the SDK would
+    otherwise put the exception's class, message and traceback in the job's output)."""
+    if isinstance(error, JobError):
+        return error
+    traceback.print_exception(error)
+    return JobError(INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
 
 
 def main() -> None:

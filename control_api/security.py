@@ -42,7 +42,8 @@ PUBLIC_PREFIXES = ("/static/", "/files/")
 # anywhere else a key in a URL would end up in logs and histories.
 QUERY_TOKEN_PREFIXES = ("/ws/",)
 
-ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
+ALLOWED_METHODS = "GET, HEAD, POST, DELETE"
+"""Offered by a preflight for a path no route serves (the request itself then answers 404)."""
 ALLOWED_HEADERS = f"Authorization, Content-Type, {API_KEY_HEADER}, X-Request-Id"
 EXPOSED_HEADERS = "Retry-After, X-Request-Id"
 PREFLIGHT_MAX_AGE_S = "600"
@@ -241,6 +242,19 @@ def cors_middleware(origins: Iterable[str]) -> Middleware:
     return cors
 
 
+def route_methods(request: web.Request) -> list[str] | None:
+    """The methods the route of the request's path answers, sorted; None when no route
+    serves the path. (The router has matched the path before any middleware runs.)"""
+    match_info = request.match_info
+    error = getattr(match_info, "http_exception", None)
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        return sorted(error.allowed_methods)
+    if error is not None:
+        return None
+    resource = match_info.route.resource
+    return sorted({route.method for route in resource}) if resource is not None else None
+
+
 def _preflight(request: web.Request, origin: str, allowed: bool) -> web.Response:
     method = request.headers[hdrs.ACCESS_CONTROL_REQUEST_METHOD].upper()
     if not allowed:
@@ -251,20 +265,22 @@ def _preflight(request: web.Request, origin: str, allowed: bool) -> web.Response
                 f"origin {origin[:200]!r} is not allowed; add it to AVATAR_CORS_ORIGINS",
             )
         )
-    if method not in ALLOWED_METHODS.split(", "):
+    methods = route_methods(request)
+    offered = ", ".join(methods) if methods is not None else ALLOWED_METHODS
+    if method not in offered.split(", "):
         return error_response(
             ApiError(
                 405,
                 "method_not_allowed",
-                f"{method[:20]} is not allowed; use one of {ALLOWED_METHODS}",
-                headers={hdrs.ALLOW: ALLOWED_METHODS},
+                f"{method[:20]} is not allowed on {request.path[:200]}; use one of {offered}",
+                headers={hdrs.ALLOW: ",".join(methods or ALLOWED_METHODS.split(", "))},
             )
         )
     return web.Response(
         status=204,
         headers={
             hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin,
-            hdrs.ACCESS_CONTROL_ALLOW_METHODS: ALLOWED_METHODS,
+            hdrs.ACCESS_CONTROL_ALLOW_METHODS: offered,
             hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOWED_HEADERS,
             hdrs.ACCESS_CONTROL_MAX_AGE: PREFLIGHT_MAX_AGE_S,
             hdrs.VARY: "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",

@@ -34,6 +34,7 @@ from livekit.api.twirp_client import TwirpError
 from avatar_runtime.controls import DEFAULT_STATE, EMOTION_ATTRIBUTE, state_from_attributes
 from avatar_runtime.dispatch import dispatch_until_joined
 from avatar_runtime.publisher import STATS_ATTRIBUTE
+from renderers.errors import short_reason
 
 from .config import Settings
 from .errors import ApiError
@@ -121,6 +122,8 @@ class SessionLink:
         self.agent_joined = asyncio.Event()
         self.dispatch_watch: asyncio.Task[None] | None = None
         self._closing: asyncio.Future[None] | None = None
+        self._known_state: dict[str, Any] | None = None
+        """The avatar's state as last answered or published (see `state`); None: not read."""
         room = self.room
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)
@@ -189,10 +192,21 @@ class SessionLink:
         return avatar.attributes.get(PUBLISH_ON_BEHALF) or avatar.identity
 
     def state(self) -> dict[str, Any]:
+        """The avatar's state: the newest of what its last control answered and what its
+        attributes said since. Attributes alone would lag a control that has just answered:
+        the avatar publishes them a moment after its answer, and a GET right after the POST
+        must show its result."""
         avatar = self.avatar
         if avatar is None:
             return dict(DEFAULT_STATE)
-        return state_from_attributes(avatar.attributes)
+        if self._known_state is None:
+            self._known_state = state_from_attributes(avatar.attributes)
+        return dict(self._known_state)
+
+    def _remember(self, answer: Any) -> None:
+        """An avatar control's answer (the whole state after it) is the state from now on."""
+        if isinstance(answer, dict) and all(key in answer for key in DEFAULT_STATE):
+            self._known_state = {key: answer[key] for key in DEFAULT_STATE}
 
     def stats(self) -> dict[str, Any]:
         avatar = self.avatar
@@ -203,9 +217,8 @@ class SessionLink:
             return {}
         return stats if isinstance(stats, dict) else {}
 
-    def describe(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The session as GET /avatars/{id} shows it; `state` (an RPC's answer) is newer than
-        the attributes, which reach us a moment after the change."""
+    def describe(self) -> dict[str, Any]:
+        """The session as GET /avatars/{id} shows it."""
         avatar = self.avatar
         return {
             "session_id": self.session_id,
@@ -215,7 +228,6 @@ class SessionLink:
             "avatar_connected": avatar is not None,
             "avatar_identity": avatar.identity if avatar is not None else None,
             **self.state(),
-            **(state or {}),
             "participants": [
                 {"identity": p.identity, "name": p.name, "kind": _KIND_NAMES.get(p.kind, "other")}
                 for p in self.room.remote_participants.values()
@@ -239,7 +251,10 @@ class SessionLink:
                 "avatar_not_connected",
                 f"the avatar has not joined session '{self.session_id}' yet; retry shortly",
             )
-        return await self._rpc(avatar.identity, method, payload, who="avatar")
+        answer = await self._rpc(avatar.identity, method, payload, who="avatar")
+        if avatar.identity == self._avatar_identity:
+            self._remember(answer)
+        return answer
 
     async def call_agent(self, method: str, payload: dict[str, Any] | None = None) -> Any:
         identity = self.agent_identity()
@@ -314,6 +329,7 @@ class SessionLink:
             self.agent_joined.set()
         if self._avatar_identity is None and EMOTION_ATTRIBUTE in participant.attributes:
             self._avatar_identity = participant.identity
+            self._known_state = None
             self._publish({"type": "avatar_connected", "identity": participant.identity})
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
@@ -336,16 +352,22 @@ class SessionLink:
         )
         if participant.identity == self._avatar_identity:
             self._avatar_identity = None
+            self._known_state = None
             self._publish({"type": "avatar_disconnected", "identity": participant.identity})
 
     def _on_attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if not isinstance(participant, rtc.RemoteParticipant):
             return
         self._notice(participant)
-        if participant.identity != self._avatar_identity or not self._subscribers:
-            return  # nobody to tell: GET reads the attributes themselves
+        if participant.identity != self._avatar_identity:
+            return
         changes = state_from_attributes(changed, partial=True)
-        if not changes:
+        if self._known_state is not None and changes:
+            self._known_state.update(changes)
+            self._known_state["emotion_shown"] = (
+                self._known_state["emotion"] in self._known_state["emotions"]
+            )
+        if not changes or not self._subscribers:
             return
         self._publish(
             {
@@ -556,7 +578,7 @@ class SessionHub:
                 503,
                 "livekit_unavailable",
                 f"cannot reach LiveKit at {self._settings.livekit_http_url}: "
-                f"{type(error).__name__}",
+                f"{short_reason(error, 'no connection or no answer in time')}",
             ) from None
 
     async def _reap_idle(self) -> None:

@@ -1,4 +1,5 @@
-"""Reading and checking request bodies: one JSON object with known fields, or ApiError."""
+"""Reading and checking request bodies: each route's body limit, one JSON object with known
+fields, or ApiError."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 import math
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 
 from .errors import ApiError
 
@@ -17,12 +20,57 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 ID_RULE = "1-128 characters of A-Z a-z 0-9 _ . -"
 
 
+@dataclass(frozen=True)
+class BodyLimit:
+    """The most bytes a route's body may have; None: the route reads and limits its body
+    itself (the multipart uploads, control_api/uploads.py)."""
+
+    max_bytes: int | None
+    why: str = ""
+    """Said in the 413 after the limit: where it comes from, what to do instead."""
+
+
+def body_limit_middleware(default: BodyLimit, limits: Mapping[Any, BodyLimit]) -> Middleware:
+    """Holds each request's body to its route's limit (`limits`, by route handler; else
+    `default`): a declared Content-Length over it is refused before anything is read, and a
+    body that grows past it while read (`request.read()`, `json_object`) too, with a 413 that
+    names the limit. The innermost middleware, so that a refusal comes after authentication."""
+
+    @web.middleware
+    async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+        limit = limits.get(request.match_info.handler, default)
+        if limit.max_bytes is None or request.method in (hdrs.METH_GET, hdrs.METH_HEAD):
+            return await handler(request)
+        if request.content_length is not None and request.content_length > limit.max_bytes:
+            raise _too_large(request, limit)
+        if request.client_max_size != limit.max_bytes:
+            request = request.clone(client_max_size=limit.max_bytes)
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(request, limit) from None
+
+    return limit_body
+
+
+def _too_large(request: web.Request, limit: BodyLimit) -> ApiError:
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"the request body is larger than {limit.max_bytes} bytes, the limit of "
+        f"{request.method} {path[:200]}{limit.why}",
+        headers={hdrs.CONNECTION: "close"},
+    )
+
+
 async def json_object(
     request: web.Request, *, allowed: Collection[str], required: Collection[str] = ()
 ) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` fields and every `required` one. An empty
     body is an empty object ("all defaults")."""
-    raw = await request.read()  # larger than client_max_size -> 413 via the error middleware
+    raw = await request.read()  # over the route's limit: 413 (body_limit_middleware)
     if not raw.strip():
         body: Any = {}
     else:
@@ -45,6 +93,13 @@ async def json_object(
     return body
 
 
+def _given(body: Mapping[str, Any], field: str, default: Any) -> Any:
+    """The field's value; `default` when it is absent or JSON null, which means "not given"
+    on every optional field (as in a job's input, control_api/jobs/inputs.py)."""
+    value = body.get(field)
+    return default if value is None else value
+
+
 def optional_id(body: Mapping[str, Any], field: str) -> str | None:
     value = body.get(field)
     if value is None:
@@ -57,7 +112,7 @@ def optional_id(body: Mapping[str, Any], field: str) -> str | None:
 def string(
     body: Mapping[str, Any], field: str, *, max_length: int, default: str | None = None
 ) -> str:
-    value = body.get(field, default)
+    value = _given(body, field, default)
     if not isinstance(value, str):
         raise ApiError(422, "invalid_field", f"'{field}' must be a string")
     if len(value) > max_length:
@@ -68,14 +123,14 @@ def string(
 
 
 def boolean(body: Mapping[str, Any], field: str, default: bool) -> bool:
-    value = body.get(field, default)
+    value = _given(body, field, default)
     if not isinstance(value, bool):
         raise ApiError(422, "invalid_field", f"'{field}' must be true or false")
     return value
 
 
 def unit_interval(body: Mapping[str, Any], field: str, default: float, code: str) -> float:
-    value = body.get(field, default)
+    value = _given(body, field, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ApiError(422, code, f"'{field}' must be a number between 0 and 1")
     value = float(value)

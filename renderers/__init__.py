@@ -9,6 +9,7 @@ from .base import (
     RendererError,
     VideoFormat,
 )
+from .errors import CodedError
 from .registry import (
     UnknownRendererError,
     available,
@@ -19,6 +20,7 @@ from .registry import (
 )
 
 __all__ = [
+    "CodedError",
     "Expression",
     "FrameRequest",
     "Renderer",

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CodedError
 
-class RendererError(Exception):
+
+class RendererError(CodedError):
     """A renderer could not load or prepare an avatar. `code` is stable for API clients."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
 
 
 @dataclass(frozen=True)

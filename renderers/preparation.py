@@ -50,6 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .errors import CodedError
 from .vision.face_track import FaceTrack, track_faces
 from .vision.video import (
     UnsupportedVideoError,
@@ -79,17 +80,12 @@ FACE_SIZES = range(32, 1025)
 _PROBED, _TRACKED, _WRITTEN = 0.02, 0.35, 0.99
 
 
-class PreparationError(Exception):
+class PreparationError(CodedError):
     """A preparation that cannot succeed with this input. `message` is the exact user-facing
     text; `code` is a stable snake_case code for programs."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"PreparationError({self.code!r}, {self.message!r})"
+        super().__init__(code, message, retryable=False)
 
 
 @dataclass(frozen=True)

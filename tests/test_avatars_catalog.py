@@ -115,17 +115,28 @@ def test_entries_appear_and_disappear_without_a_new_catalog(dirs: tuple[Path, Pa
         "a\\b",
         "x" * 65,
         "ok\n",
-        "Nurse",
+        "N\u00fcrse",
+        "\u212a",  # the Kelvin sign: lower-cased it would be an ASCII "k"
         "nurse.png",
     ],
 )
 def test_malformed_ids_are_unknown(dirs: tuple[Path, Path], bad: str) -> None:
     avatars, bundled = dirs
     (avatars / "nurse.png").write_bytes(b"x")
+    (avatars / "k.png").write_bytes(b"x")
     catalog = AvatarCatalog(avatars, bundled)
     with pytest.raises(KeyError):
         catalog.resolve(bad)
     assert bad not in catalog
+
+
+def test_ids_are_found_in_any_case(dirs: tuple[Path, Path]) -> None:
+    """Ids are lower case; a lookup folds ASCII case (seed 000's upper-case UUIDs)."""
+    avatars, bundled = dirs
+    (avatars / "nurse.png").write_bytes(b"x")
+    catalog = AvatarCatalog(avatars, bundled)
+    assert catalog.resolve("Nurse") == catalog.resolve("NURSE") == catalog.resolve("nurse")
+    assert "Nurse" in catalog and "Nurse" not in catalog.ids()
 
 
 def test_non_string_ids_are_unknown(dirs: tuple[Path, Path]) -> None:

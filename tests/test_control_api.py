@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -18,12 +19,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
+import renderers
 from avatar_runtime import EMOTIONS
+from avatar_runtime.backgrounds import ID_PATTERN as BACKGROUND_ID
 from control_api import app as app_module
-from control_api import create_app
+from control_api import create_app, openapi
 from control_api.app import ROUTES
 from control_api.config import ConfigError, Settings
+from control_api.errors import ApiError
 from control_api.security import KEY_FILE_NAME, ensure_credentials
+from control_api.validation import ID_PATTERN, boolean, string, unit_interval
 from tests.control_api_client import (
     API_KEY,
     AUTH,
@@ -341,6 +346,28 @@ async def test_token_rejects_bad_fields(client: TestClient, payload: dict) -> No
     assert_error(await resp.json(), "invalid_field")
 
 
+async def test_token_body_may_be_left_out_as_the_document_says(client: TestClient) -> None:
+    """Every field of POST /token has a default (a new room, a new identity), so no body at all
+    is a request for a fresh room, and JSON null is a field not given."""
+    spec = await (await client.get("/openapi.json")).json()
+    assert spec["paths"]["/token"]["post"]["requestBody"]["required"] is False
+    for body in (None, {}, {"room": None, "identity": None, "name": None}):
+        resp = await client.post("/token", json=body, headers=AUTH)
+        assert resp.status == 200, body
+        answer = await resp.json()
+        assert answer["room"].startswith("avatar-") and answer["identity"].startswith("user-")
+    # Routes with required fields keep their bodies required.
+    assert spec["paths"]["/avatars"]["post"]["requestBody"]["required"] is True
+
+
+def test_null_is_a_field_not_given() -> None:
+    assert string({"name": None}, "name", max_length=8, default="") == ""
+    assert boolean({"interrupt": None}, "interrupt", False) is False
+    assert unit_interval({"intensity": None}, "intensity", 0.7, "invalid_intensity") == 0.7
+    with pytest.raises(ApiError, match="must be a string"):  # a required field stays required
+        string({"text": None}, "text", max_length=8)
+
+
 # --- catalog ----------------------------------------------------------------------------------
 
 
@@ -510,6 +537,102 @@ async def test_openapi_describes_exactly_the_served_routes(client: TestClient) -
     ]
     assert spec["paths"]["/health"]["get"]["security"] == []
     assert spec["paths"]["/avatars"]["post"]["security"]
+
+
+async def test_openapi_is_valid_and_says_what_every_operation_answers(client: TestClient) -> None:
+    spec = await (await client.get("/openapi.json")).json()
+    validator = pytest.importorskip("openapi_spec_validator")  # comes with moto[server]
+    validator.validate(spec)  # operation ids unique, every $ref resolves
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            assert responses["default"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }, where
+            (success,) = [status for status in responses if status.startswith(("1", "2"))]
+            content = responses[success].get("content", {})
+            if success == "101":  # the WebSocket upgrade
+                assert path == "/ws/{session_id}" and not content
+                continue
+            assert content, where
+            if "application/json" in content:
+                assert content["application/json"].get("schema"), where
+            declared = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            assert declared == re.findall(r"\{(\w+)\}", path), where
+    # The WebSocket alone takes credentials in the query, as the service does.
+    assert {"accessToken": []} in spec["paths"]["/ws/{session_id}"]["get"]["security"]
+    assert all(
+        {"accessToken": []} not in operation.get("security", [])
+        for path, operations in spec["paths"].items()
+        if not path.startswith("/ws/")
+        for operation in operations.values()
+    )
+
+
+def _body_schema(spec: dict, path: str, method: str = "post") -> dict:
+    content = spec["paths"][path][method]["requestBody"]["content"]
+    return next(iter(content.values()))["schema"]
+
+
+async def test_openapi_takes_its_values_and_patterns_from_the_validators(
+    client: TestClient,
+) -> None:
+    spec = await (await client.get("/openapi.json")).json()
+    emotion = _body_schema(spec, "/avatars/{session_id}/emotion")["properties"]["emotion"]
+    assert emotion["enum"] == list(EMOTIONS)
+    render = _body_schema(spec, "/api/v1/renders")["properties"]
+    assert render["emotion"]["enum"] == [*EMOTIONS, None]  # null: not given, the default
+    assert render["renderer"]["enum"] == [*renderers.available(), None]
+
+    def path_pattern(path: str, name: str) -> str:
+        operation = next(iter(spec["paths"][path].values()))
+        (parameter,) = [p for p in operation["parameters"] if p["name"] == name]
+        return parameter["schema"]["pattern"]
+
+    session_ids = {
+        path_pattern("/avatars/{session_id}", "session_id"),
+        _body_schema(spec, "/avatars")["properties"]["session_id"]["pattern"],
+        _body_schema(spec, "/token")["properties"]["room"]["pattern"],
+        _body_schema(spec, "/token")["properties"]["identity"]["pattern"],
+    }
+    background_ids = {path_pattern("/backgrounds/{background_id}.png", "background_id")}
+    for patterns, rule in ((session_ids, ID_PATTERN), (background_ids, BACKGROUND_ID)):
+        (schema_pattern,) = patterns
+        # A JSON Schema pattern is searched; anchored, it says what the validator's fullmatch
+        # says (newlines aside: Python's `$` also matches before a last one, ECMA-262's not).
+        for sample in ("a", "A.b-c_9", "room_123", "", "x" * 129, "bad room", "é", "a/b", "-x"):
+            assert bool(re.search(schema_pattern, sample)) == bool(rule.fullmatch(sample)), sample
+
+
+def test_not_blank_in_the_document_is_what_strip_leaves() -> None:
+    """`say` trims its text with str.strip(); the document's pattern spells the same set out
+    (JSON Schema's `\\s` is ECMA-262's, which differs: U+001C..U+001F, U+0085, U+FEFF)."""
+    not_blank = re.compile(openapi.NOT_BLANK)
+    for code in range(0x110000):
+        char = chr(code)
+        assert bool(not_blank.fullmatch(char)) == bool(char.strip()), hex(code)
+
+
+async def test_runpod_routes_answer_the_error_shape_the_document_declares(
+    client: TestClient,
+) -> None:
+    spec = await (await client.get("/openapi.json")).json()
+    plain = {"$ref": "#/components/schemas/PlainError"}
+    for path, method, status in (
+        ("/run", "post", "400"),
+        ("/runsync", "post", "400"),
+        ("/status/{job_id}", "get", "404"),
+        ("/v2/{endpoint_id}/cancel/{job_id}", "post", "404"),
+    ):
+        responses = spec["paths"][path][method]["responses"]
+        assert responses[status]["content"]["application/json"]["schema"] == plain, path
+    bad = await client.post("/run", json={"input": {"video_url": "ftp://x"}}, headers=AUTH)
+    assert bad.status == 400 and isinstance((await bad.json())["error"], str)
+    missing = await client.get("/v2/endpoint/status/no-such-job", headers=AUTH)
+    assert missing.status == 404 and isinstance((await missing.json())["error"], str)
+    # Refusals made before the route runs keep the service's shape (the `default` response).
+    assert_error(await (await client.post("/run", json={})).json(), "unauthorized")
 
 
 async def test_docs_page_lists_every_route(client: TestClient) -> None:

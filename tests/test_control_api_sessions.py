@@ -378,6 +378,39 @@ async def test_emotion_and_background_change_the_live_avatar(
         await _wait_for(shows_new_state, 3, "GET to show the new state")
 
 
+async def test_a_read_right_after_a_control_shows_its_result(
+    client: TestClient, livekit_server: LiveKitServer
+) -> None:
+    """GET answers from what the control's RPC answered, not only from the avatar's attributes,
+    which reach the control API a moment later (a stale read was seen once for 4.9 s)."""
+    async with session_with_avatar(client, livekit_server) as (session_id, _avatar):
+        stale = []
+        for i, emotion in enumerate(["happy", "sad", "concerned", "surprised"] * 4):
+            intensity = round(0.3 + 0.04 * i, 2)
+            background = f"color:#{i:02x}{i:02x}{i:02x}"
+            answered = await client.post(
+                f"/avatars/{session_id}/emotion",
+                json={"emotion": emotion, "intensity": intensity},
+                headers=AUTH,
+            )
+            assert answered.status == 200, await answered.text()
+            assert (
+                await client.post(
+                    f"/avatars/{session_id}/background",
+                    json={"background_id": background},
+                    headers=AUTH,
+                )
+            ).status == 200
+            read = await _session(client, session_id)
+            if (read["emotion"], read["intensity"], read["background"]) != (
+                emotion,
+                intensity,
+                background,
+            ):
+                stale.append((i, read["emotion"], read["intensity"], read["background"]))
+        assert not stale, f"reads older than the control they followed: {stale}"
+
+
 async def test_invalid_controls_are_422_and_list_what_is_valid(
     client: TestClient, livekit_server: LiveKitServer
 ) -> None:

@@ -184,7 +184,7 @@ def test_a_cut_off_body_is_a_failure(server: str, tmp_path: Path) -> None:
 
 def test_http_error_status(server: str, tmp_path: Path) -> None:
     error = fetch_error(f"{server}/nope", tmp_path)
-    assert (error.code, error.status) == ("download_failed", 404)
+    assert (error.code, error.upstream_status) == ("download_failed", 404)
     assert "HTTP 404" in error.message
 
 

@@ -122,6 +122,31 @@ async def test_runsync_prepares_into_the_local_store(
     not Path(__file__).resolve().parent.parent.joinpath("renderers/meshwarp/prepare.py").exists(),
     reason="the meshwarp package writer is not there yet",
 )
+async def test_an_upper_case_uuid_goes_into_the_local_store_in_lower_case(
+    client: TestClient, files: FileServer, tmp_path: Path
+) -> None:
+    """Seed 000's avatar_id is a UUID, often written in upper case: the package is installed
+    under the catalog's lower-case id, and either spelling finds it; the output echoes the id
+    as sent."""
+    body = await _runsync(
+        client, {"video_url": f"{files.base_url}/head.mp4", "avatar_id": UPPER_CASE_UUID}
+    )
+    assert body["status"] == "COMPLETED", body
+    output = body["output"]
+    assert output["status"] == "success", output
+    assert output["avatar_id"] == UPPER_CASE_UUID
+    assert output["upload_url"].split("?")[0].endswith(f"/{UPPER_CASE_UUID}.tar")
+    avatars = tmp_path / "avatars"
+    assert [p.name for p in avatars.iterdir() if not p.name.startswith(".")] == [
+        UPPER_CASE_UUID.lower()
+    ]
+    catalog = AvatarCatalog(avatars)
+    assert UPPER_CASE_UUID.lower() in catalog.ids()
+    package = catalog.resolve(UPPER_CASE_UUID)
+    assert package is not None and package == catalog.resolve(UPPER_CASE_UUID.lower())
+    assert (package / "coords.pkl").is_file()
+
+
 async def test_runsync_meshwarp(client: TestClient, files: FileServer) -> None:
     body = await _runsync(
         client,
@@ -294,9 +319,12 @@ async def test_bad_requests_get_runpods_error_shape(
 @pytest.mark.parametrize(
     ("avatar_id", "why"),
     [
-        (UPPER_CASE_UUID, "must be 1-64 characters of a-z"),
+        ("3F2504E0.4F89", "must be 1-64 characters of letters, digits"),
+        ("a" * 65, "must be 1-64 characters of letters, digits"),
         ("meshwarp", "is a renderer's name"),
+        ("MeshWarp", "is a renderer's name"),  # lower-cased, it would be that renderer's cache
         ("default", "names the agent's configured avatar"),
+        ("DEFAULT", "names the agent's configured avatar"),
     ],
 )
 async def test_local_store_refuses_ids_the_catalog_cannot_list_at_submit(

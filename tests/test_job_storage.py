@@ -243,7 +243,8 @@ def test_install_package_limits_and_bad_input(tmp_path: Path) -> None:
         assert caught.value.code == "invalid_package", package
         assert why in caught.value.message, caught.value.message
     assert list(avatars.iterdir()) == []
-    for bad_id in ("../x", "X", "", "a/b", ".hidden", "default"):
+    # "X" is no longer refused: ids in any case install in lower case (test_job_errors.py).
+    for bad_id in ("../x", "X/", "\u212a", "", "a/b", ".hidden", "default", "DEFAULT"):
         with pytest.raises(StorageError) as caught:
             install_package(many, avatars, bad_id)
         assert caught.value.code == "invalid_avatar_id"

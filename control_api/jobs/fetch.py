@@ -16,7 +16,7 @@ end and removed on any failure. Failures are FetchError with a stable code:
 | `url_host_not_allowed` | the host is (or resolves to) a non-public address the policy refuses |
 | `download_too_large` | more than `max_bytes` (declared or actually sent) |
 | `download_timeout` | the whole download took longer than `timeout_s`, or connecting did |
-| `download_failed` | an HTTP error (`status` set), a refused connection, TLS, a cut-off body |
+| `download_failed` | HTTP errors (`upstream_status`), a refused connection, TLS, a cut-off body |
 | `too_many_redirects` | more than `max_redirects` hops |
 """
 
@@ -98,7 +98,7 @@ def _download(url: str, dest: Path, policy: FetchPolicy) -> FetchedFile:
                         "download_failed",
                         f"download failed: {target.origin} answered HTTP {exchange.status} "
                         f"{exchange.response.reason}".rstrip(),
-                        status=exchange.status,
+                        upstream_status=exchange.status,
                     )
                 declared = _declared_length(exchange, policy)
                 size = _save(_body_chunks(exchange, declared, target), dest, policy)
@@ -120,7 +120,7 @@ def _redirect_location(exchange: Exchange, current: str, target: Target) -> str:
         raise FetchError(
             "download_failed",
             f"{target.origin} answered HTTP {exchange.status} without a Location",
-            status=exchange.status,
+            upstream_status=exchange.status,
         )
     return urljoin(current, location)  # checked like the first URL by the next hop
 

@@ -1,11 +1,13 @@
 """What a worker does for each kind of job. Synchronous: it runs in a worker process (or in
 RunPod's serverless worker), never on the control API's event loop.
 
-`prepare` is seed 000's handler: its result is the seed's output object, an input the job can
-never succeed with (a bad video, an unsupported model, a URL that answers 404) included, as
-`{"status": "error", "error": ...}`. Transient failures (a 503, a dropped connection, S3 being
-down) raise JobRetryable so the supervisor tries again. `render` is seed 003's: a bad input
-raises JobRejected (the job fails at once), a transient failure JobRetryable.
+Failures are `JobError(code, message)` (errors.py): the code says whether another attempt
+may succeed, the message is the user-facing text. `prepare` is seed 000's handler: its result
+is the seed's output object, an input the job can never succeed with (a bad video, an
+unsupported model, a URL that answers 404) included, as `{"status": "error", "error": ...}`;
+transient failures (a 503, a dropped connection, S3 being down) raise a retryable JobError so
+the supervisor tries again. `render` is seed 003's: any failure raises a JobError, and the job
+fails at once unless the code is a retryable one.
 """
 
 from __future__ import annotations
@@ -17,26 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import inputs, links, storage
+from .errors import DOWNLOAD_FAILED, DOWNLOAD_REFUSED, JobError
 from .fetch import FetchError, fetch_to_file
 from .options import JobOptions
 
 Progress = Callable[[float, str], None]
-
-
-class JobRejected(Exception):
-    """The job cannot succeed with this input; retrying would not help."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class JobRetryable(Exception):
-    """A transient failure: another attempt may succeed. `message` is for the user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+UNKNOWN_JOB_KIND = "unknown_job_kind"
+AVATAR_NOT_FOUND = "avatar_not_found"
 
 
 class Events(Protocol):
@@ -83,25 +72,30 @@ def run_job(spec: Mapping[str, Any], events: Events) -> dict[str, Any]:
         return prepare(spec["input"], context)
     if spec["kind"] == "render":
         return render(spec["input"], context)
-    raise JobRejected(f"unknown job kind {spec['kind']!r}")
+    raise JobError(UNKNOWN_JOB_KIND, f"unknown job kind '{str(spec['kind'])[:64]}'")
 
 
 # --- downloads ---------------------------------------------------------------------------------
 
 
-def transient_fetch_error(error: FetchError) -> bool:
-    """Worth another attempt: timeouts, dropped connections, DNS hiccups, 5xx, 408 and 429.
-    Not: a refused address, a bad URL, a file too large, any other 4xx."""
-    if error.code in ("download_timeout", "url_host_unresolved"):
-        return True
-    if error.code != "download_failed":
-        return False
-    return error.status is None or error.status >= 500 or error.status in (408, 425, 429)
+_TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429})
+
+
+def fetch_error_code(error: FetchError) -> str:
+    """The job's code for a failed download. FetchError's own code, except that a server's
+    answer that will not change (an HTTP 4xx other than 408, 425 and 429) is
+    `download_refused`, while `download_failed` keeps what another attempt may cure: a dropped
+    connection, TLS, a cut-off body, 5xx, 408, 425, 429 (errors.RETRYABLE_CODES)."""
+    status = error.upstream_status
+    if error.code == DOWNLOAD_FAILED and status is not None:
+        if status < 500 and status not in _TRANSIENT_HTTP_STATUSES:
+            return DOWNLOAD_REFUSED
+    return error.code
 
 
 def download(url: str, dest: Path, context: JobContext, what: str) -> Path:
-    """Fetch `url` (or our own upload it names) to `dest`; FetchError as JobRetryable or
-    JobRejected."""
+    """Fetch `url` (or our own upload it names) to `dest`; a FetchError becomes a JobError
+    (`fetch_error_code`)."""
     options = context.options
     resolve = None
     if options.url_secret:
@@ -113,8 +107,9 @@ def download(url: str, dest: Path, context: JobContext, what: str) -> Path:
     try:
         fetched = fetch_to_file(url, dest, options.fetch_policy, local_files=resolve)
     except FetchError as error:
-        message = f"could not fetch the {what}: {error.message}"
-        raise (JobRetryable if transient_fetch_error(error) else JobRejected)(message) from None
+        raise JobError(
+            fetch_error_code(error), f"could not fetch the {what}: {error.message}"
+        ) from None
     context.events.log(
         f"fetched the {what}: {fetched.bytes} bytes in {time.monotonic() - started:.1f} s"
     )
@@ -129,7 +124,9 @@ def prepare(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]
     {status: error, error} for an input that cannot succeed."""
     try:
         return _prepare(raw_input, context)
-    except (JobRejected, inputs.InputError) as error:
+    except (JobError, inputs.InputError) as error:
+        if error.retryable:
+            raise  # for the supervisor to try again
         context.events.log(f"error: {error.message}")
         return {"status": "error", "error": error.message}
 
@@ -157,8 +154,8 @@ def _prepare(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any
                 out_dir=context.work_dir,
             )  # fmt: skip
         except PreparationError as error:
-            raise JobRejected(error.message) from None
-        raise JobRejected(f"Unsupported model: {model}")
+            raise JobError.of(error) from None
+        raise JobError("unsupported_model", f"Unsupported model: {model}")
 
     video = download(job["video_url"], context.work_dir / "video", context, "video")
     context.events.progress(0.1, "video downloaded")
@@ -175,15 +172,20 @@ def _prepare(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any
             progress=context.stage(0.1, 0.9),
         )
     except PreparationError as error:
-        raise JobRejected(error.message) from None
+        raise JobError.of(error) from None
     context.events.log(f"prepared {prepared.num_frames} frames for {model}")
 
     if bucket is not None:
         prefix = job.get("s3_prefix", "")
         upload_url = _upload(prepared.package, bucket, prefix, avatar_id, context)
     else:
-        installed = storage.install_package(prepared.package, Path(options.avatars_dir), avatar_id)
-        context.events.log(f"installed avatar '{avatar_id}' in {installed}")
+        try:
+            installed = storage.install_package(
+                prepared.package, Path(options.avatars_dir), avatar_id
+            )
+        except storage.StorageError as error:
+            raise JobError.of(error) from None
+        context.events.log(f"installed avatar '{installed.name}' in the local avatar store")
         path = links.publish(
             prepared.package, options.jobs_path, context.folder, f"{avatar_id}.tar"
         )
@@ -205,7 +207,7 @@ def _upload(package: Path, bucket: str, prefix: str, avatar_id: str, context: Jo
     try:
         key = storage.s3_key(prefix, avatar_id)
     except storage.StorageError as error:
-        raise JobRejected(error.message) from None
+        raise JobError.of(error) from None
     config = storage.S3Config(
         endpoint_url=options.s3_endpoint_url,
         region=options.s3_region,
@@ -217,20 +219,11 @@ def _upload(package: Path, bucket: str, prefix: str, avatar_id: str, context: Jo
     try:
         url = storage.upload_package_to_s3(package, bucket=bucket, key=key, config=config)
     except storage.StorageError as error:
-        if _transient_s3_failure(error.message):
-            raise JobRetryable(error.message) from None
-        raise JobRejected(error.message) from None
+        # s3_unreachable (S3 down or slow; botocore has already retried 5xx and throttling)
+        # is retried; an answer such as NoSuchBucket or AccessDenied is not.
+        raise JobError.of(error) from None
     context.events.log(f"uploaded s3://{bucket}/{key}")
     return url
-
-
-def _transient_s3_failure(message: str) -> bool:
-    """S3 unreachable or slow is worth another attempt (botocore has already retried 5xx and
-    throttling); an answer such as NoSuchBucket or AccessDenied is not."""
-    from .storage import UPLOAD_FAILED
-
-    reason = message.removeprefix(UPLOAD_FAILED)
-    return reason.startswith(("could not connect", "timed out", "InternalError", "SlowDown"))
 
 
 # --- seed 003: offline renders -----------------------------------------------------------------
@@ -248,7 +241,7 @@ def render(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
     try:
         job = inputs.render_input(raw_input)
     except inputs.InputError as error:
-        raise JobRejected(error.message) from None
+        raise JobError.of(error) from None
     options = context.options
     if "prompt" in job:
         context.events.log("the prompt is recorded but not used by the renderer")
@@ -260,7 +253,7 @@ def render(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
         try:
             source = AvatarCatalog(Path(options.avatars_dir)).resolve(job["avatar_id"])
         except KeyError:
-            raise JobRejected(f"no avatar named '{job['avatar_id']}'") from None
+            raise JobError(AVATAR_NOT_FOUND, f"no avatar named '{job['avatar_id']}'") from None
     context.events.progress(0.05, "inputs downloaded")
     out = context.work_dir / "video.mp4"
     try:
@@ -275,7 +268,7 @@ def render(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
             progress=context.stage(0.05, 1.0),
         )
     except OfflineRenderError as error:
-        raise JobRejected(error.message) from None
+        raise JobError.of(error) from None
     context.events.log(
         f"rendered {rendered.frames} frames ({rendered.duration_s:.2f} s) with {job['renderer']}"
     )

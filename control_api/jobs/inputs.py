@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from renderers.errors import CodedError
 from renderers.preparation import AVATAR_ID_PATTERN as PACKAGE_ID_PATTERN
 
 from . import storage
@@ -34,10 +35,12 @@ MAX_PROMPT_CHARS = 2000
 S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-class InputError(ValueError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class InputError(CodedError, ValueError):
+    """A job input that cannot be accepted; `message` is for the caller. The routes answer it
+    with their own status (400 on the RunPod routes, 422 `invalid_field` on the render API)."""
+
+    def __init__(self, message: str, code: str = "invalid_input") -> None:
+        super().__init__(code, message, retryable=False)
 
 
 def _object(raw: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -110,7 +113,9 @@ def prepare_destination(
 ) -> str | None:
     """Where the package of a checked prepare input (`prepare_input`) goes: an S3 bucket, or
     None for the local avatar store. InputError when it can go to neither, so a job that
-    could only fail at its end is refused before it starts (at submit time on the API)."""
+    could only fail at its end is refused before it starts (at submit time on the API).
+    An id bound for the local store may be in any case; it is installed in lower case
+    (storage.local_avatar_id)."""
     bucket = job.get("s3_bucket") or default_bucket
     if bucket is None:
         if not local_store:
@@ -119,14 +124,16 @@ def prepare_destination(
     return bucket
 
 
-def check_local_avatar_id(avatar_id: str) -> None:
-    """An avatar kept in the local store must be one the avatar catalog lists."""
+def check_local_avatar_id(avatar_id: str) -> str:
+    """An avatar kept in the local store must be one the avatar catalog lists (in any case);
+    the id it is installed under."""
     try:
-        storage.check_local_avatar_id(avatar_id)
+        return storage.local_avatar_id(avatar_id)
     except storage.StorageError as error:
         raise InputError(
             f"'avatar_id' cannot go in the local avatar store: {error.message} "
-            "(or give 's3_bucket')"
+            "(or give 's3_bucket')",
+            error.code,
         ) from None
 
 

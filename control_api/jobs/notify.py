@@ -80,9 +80,10 @@ class WebhookDispatcher:
                 event_id=job.webhook_event_id,
             )
             result = await asyncio.get_running_loop().run_in_executor(self._senders, send)
-        except Exception as exc:  # a bug here must not become a tight retry loop
-            log.exception("job %s: webhook delivery failed", job.id)
-            result = webhooks.WebhookResult(False, None, f"internal error: {exc}", None, True)
+        except Exception:  # a bug here must not become a tight retry loop
+            log.exception("job %s: webhook delivery failed", job.id)  # the details: the log
+            message = "internal error while sending the webhook"
+            result = webhooks.WebhookResult(False, None, message, None, True)
         attempt = job.webhook_attempts + 1
         retry_at = None
         if webhooks.should_retry(result, attempt, policy):

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
 
+from renderers.errors import CodedError, short_reason
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 USER_AGENT_DOWNLOADS = "avatar-agents-fetch/1"
 
@@ -66,15 +68,14 @@ class FetchPolicy:
         return tuple(ipaddress.ip_network(net, strict=False) for net in self.allowed_networks)
 
 
-class FetchError(Exception):
+class FetchError(CodedError):
     """A request refused or failed. `message` is for the user; `code` is stable;
-    `status` is the HTTP status when a server answered."""
+    `upstream_status` is the HTTP status the server answered, when one did (not a status this
+    service answers with: `status` stays None)."""
 
-    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+    def __init__(self, code: str, message: str, *, upstream_status: int | None = None) -> None:
+        super().__init__(code, message)
+        self.upstream_status = upstream_status
 
 
 @dataclass(frozen=True)
@@ -349,12 +350,22 @@ def describe_failure(error: BaseException, target: Target) -> str:
         return f"TLS certificate of {target.host} not trusted: {error.verify_message}"
     if isinstance(error, ssl.SSLError):
         return f"TLS error talking to {target.origin}: {error.reason or 'handshake failed'}"
+    if isinstance(error, http.client.RemoteDisconnected):
+        return f"{target.origin} closed the connection without answering"
+    if isinstance(error, http.client.IncompleteRead):
+        return f"{target.origin} cut its response short"
     if isinstance(error, http.client.HTTPException):
-        return f"{target.origin} sent an invalid HTTP response ({type(error).__name__})"
+        return f"{target.origin} sent an invalid HTTP response"
     return f"connection to {target.origin} failed: {_os_reason(error)}"
 
 
 def _os_reason(error: BaseException | None) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return type(error).__name__ if error is not None else "no address to connect to"
+    if error is None:
+        return "no address to connect to"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    if isinstance(error, ConnectionAbortedError):
+        return "connection aborted"
+    if isinstance(error, BrokenPipeError):
+        return "connection closed"
+    return short_reason(error, "network error").lower()

@@ -83,10 +83,8 @@ async def retry_job(request: web.Request) -> web.Response:
         retried = await asyncio.to_thread(
             system.store.retry, job.id, extra_attempts=system.settings.jobs_max_retries + 1
         )
-    except JobStateError as error:
-        raise ApiError(
-            409, "job_not_retryable", error.message, job_status=error.job.status
-        ) from None
+    except JobStateError as error:  # 409 job_not_retryable
+        raise ApiError.of(error, job_status=error.job.status) from None
     if retried is None:
         raise not_found("job", job.id, "job_not_found")
     system.runner.wake()

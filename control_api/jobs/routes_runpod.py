@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from renderers.errors import CodedError
+
 from ..context import JOBS
 from .inputs import InputError, prepare_destination, prepare_input
 from .system import runpod_body
@@ -23,11 +25,17 @@ from .system import runpod_body
 _BODY_FIELDS = ("input", "webhook")
 
 
-class RunPodError(Exception):
+_CODES = {400: "bad_request", 404: "not_found"}
+
+
+class RunPodError(CodedError):
+    """An error these routes answer as RunPod does, `{"error": message}` with `status`; the
+    code is the status's (`bad_request`, `not_found`), for logs and metrics."""
+
+    status: int
+
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(_CODES.get(status, "http_error"), message, status=status)
 
     def response(self) -> web.Response:
         return web.json_response({"error": self.message}, status=self.status)

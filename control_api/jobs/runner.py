@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import errors
 from .store import FAILED, PENDING, Job, JobStore
 
 log = logging.getLogger("control_api.jobs")
@@ -49,6 +50,9 @@ _PROGRESS_WRITE_S = 0.5
 _STDERR_TAIL_LINES = 8
 _KILL_WAIT_S = 10.0
 
+Outcome = tuple[str, Any, str | None]
+"""(kind, value, error code) of an attempt: ('completed', output, None), ('retry' | 'rejected',
+message, code) or ('stopped', reason, None)."""
 SpecBuilder = Callable[[Job, Path], Mapping[str, Any]]
 """(claimed job, its attempt directory) -> what the worker reads on stdin."""
 Finished = Callable[[Job], None]
@@ -345,7 +349,10 @@ class JobRunner:
         except Exception:
             log.exception("job %s: supervising attempt %d failed", job.id, job.attempts)
             with contextlib.suppress(Exception):
-                await self._record(attempt, ("retry", "internal error while supervising the job"))
+                await self._record(
+                    attempt,
+                    _failure(errors.INTERNAL_ERROR, "internal error while supervising the job"),
+                )
         finally:
             self._running.pop(job.id, None)
             self._wake.set()
@@ -353,9 +360,8 @@ class JobRunner:
     def _attempt_dir(self, job: Job) -> Path:
         return self.config.jobs_dir / job.id / f"attempt-{job.attempts}"
 
-    async def _execute(self, attempt: _Attempt) -> tuple[str, Any]:
-        """Run the worker; ('completed', output) | ('rejected', error) | ('retry', error) |
-        ('stopped', reason)."""
+    async def _execute(self, attempt: _Attempt) -> Outcome:
+        """Run the worker; its Outcome."""
         job = attempt.job
         work_dir = self._attempt_dir(job)
         await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
@@ -381,16 +387,16 @@ class JobRunner:
         with contextlib.suppress(ConnectionError):
             await process.stdin.drain()
         process.stdin.close()
-        result: tuple[str, Any] | None = None
+        result: Outcome | None = None
         try:
             result = await asyncio.wait_for(self._pump(attempt), timeout=self.config.timeout_s)
         except TimeoutError:
             await self._kill(attempt)
             if attempt.stopped is None:
-                return ("retry", timeout_message(self.config.timeout_s))
+                return _failure(errors.JOB_TIMEOUT, timeout_message(self.config.timeout_s))
         returncode = await process.wait()
         if attempt.stopped is not None:
-            return ("stopped", attempt.stopped)
+            return ("stopped", attempt.stopped, None)
         if result is not None:
             return result
         tail = await asyncio.to_thread(_tail, stderr_path, _STDERR_TAIL_LINES)
@@ -398,14 +404,14 @@ class JobRunner:
             await asyncio.to_thread(
                 self.store.attempt_log, job.id, attempt.lease, "worker output:\n" + tail
             )
-        return ("retry", crash_message(returncode))
+        return _failure(errors.WORKER_CRASHED, crash_message(returncode))
 
-    async def _pump(self, attempt: _Attempt) -> tuple[str, Any] | None:
+    async def _pump(self, attempt: _Attempt) -> Outcome | None:
         """Relay the worker's events into the store until its stdout closes; its result."""
         process = attempt.process
         assert process is not None and process.stdout is not None
         job = attempt.job
-        result = None
+        result: Outcome | None = None
         last_progress = 0.0
         while True:
             try:
@@ -430,10 +436,9 @@ class JobRunner:
                     self.store.attempt_log, job.id, attempt.lease, str(event.get("message", ""))
                 )
             elif kind == "result":
-                result = ("completed", event.get("output") or {})
+                result = ("completed", event.get("output") or {}, None)
             elif kind == "error":
-                outcome = "retry" if event.get("retry") else "rejected"
-                result = (outcome, str(event.get("error") or "unknown error"))
+                result = _error_event(event)
 
     async def _kill(self, attempt: _Attempt) -> None:
         process = attempt.process
@@ -444,9 +449,9 @@ class JobRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), timeout=_KILL_WAIT_S)
 
-    async def _record(self, attempt: _Attempt, outcome: tuple[str, Any]) -> None:
+    async def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
         job = attempt.job
-        kind, value = outcome
+        kind, value, code = outcome
         if kind == "stopped":
             return  # cancelled, lease lost or shutdown: whoever stopped it updates the store
         if kind == "completed":
@@ -461,7 +466,12 @@ class JobRunner:
             )
             done = status == FAILED
             if status == PENDING:
-                log.info("job %s: attempt %d failed (%s); retrying", job.id, job.attempts, value)
+                log.info(
+                    "job %s: attempt %d failed (%s: %s); retrying",
+                    *(job.id, job.attempts, code, value),
+                )
+            elif status == FAILED:
+                log.info("job %s: failed (%s: %s)", job.id, code, value)
         if done:
             final = await asyncio.to_thread(self.store.get, job.id)
             if final is not None:
@@ -483,6 +493,21 @@ class JobRunner:
         async with self._changed:
             self._changed.notify_all()
         self._wake.set()
+
+
+def _failure(code: str, message: str) -> Outcome:
+    """A failed attempt's Outcome: retried or not by its code alone (errors.retryable)."""
+    return ("retry" if errors.retryable(code) else "rejected", message, code)
+
+
+def _error_event(event: Mapping[str, Any]) -> Outcome:
+    """The Outcome of a worker's error event. The code decides; an event without one (not
+    this worker's protocol) falls back to its `retry` flag."""
+    message = str(event.get("error") or "unknown error")
+    code = event.get("code")
+    if isinstance(code, str) and code:
+        return _failure(code, message)
+    return ("retry" if event.get("retry") else "rejected", message, None)
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -3,10 +3,15 @@ directory, and signed URLs for files this service serves itself.
 
 * `upload_package_to_s3` puts a package TAR at `s3://bucket/key` and returns a presigned GET
   URL; every failure is a StorageError whose message is the RunPod contract's
-  "Failed to upload avatar to S3: {reason}", the reason short and free of credentials.
-* `install_package` unpacks a package TAR into `avatars_dir/<avatar_id>/`, where the avatar
-  catalog finds it, checking every member first (no `..`, no absolute names, no links or
-  devices, capped in size and count) and swapping the directory in whole.
+  "Failed to upload avatar to S3: {reason}", the reason short and free of credentials, and
+  whose code says whether another try may succeed (`s3_unreachable`) or not
+  (`s3_upload_failed`, `s3_unavailable`).
+* `install_package` unpacks a package TAR into `avatars_dir/<id>/`, where the avatar catalog
+  finds it, checking every member first (no `..`, no absolute names, no links or devices,
+  capped in size and count) and swapping the directory in whole. `<id>` is the avatar id in
+  lower case (`local_avatar_id`): seed 000's ids are UUIDs, which clients may write in upper
+  case, and the catalog's ids are lower case, so "3F2504E0-4F89-..." is installed as, and
+  found again by either spelling of, "3f2504e0-4f89-...".
 * `sign_path` / `verify_signed`: an expiring HMAC-SHA256 signature in a URL's query, so a
   result or upload URL of this service can be fetched without an API key, like a presigned
   S3 URL.
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+from renderers.errors import CodedError, short_reason
+
 log = logging.getLogger("control_api.jobs")
 
 UPLOAD_FAILED = "Failed to upload avatar to S3: "
@@ -40,20 +47,31 @@ MAX_S3_KEY_BYTES = 1024
 # avatar_runtime.avatars.DEFAULT_AVATAR), repeated because importing avatar_runtime loads
 # livekit-agents, seconds per job worker; a test keeps them equal.
 AVATAR_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-"""Ids `install_package` accepts: those the avatar catalog lists."""
+"""Ids the avatar catalog lists: what `install_package` installs under."""
+ANY_CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""Ids `install_package` accepts: the catalog's, in any case (avatar_runtime.avatars'
+ANY_CASE_ID, repeated like AVATAR_ID_PATTERN). ASCII only: matched before lower-casing, so no
+other character can turn into one of the catalog's (the Kelvin sign lower-cases to "k")."""
 CATALOG_DEFAULT_ID = "default"
 """The catalog's name for the agent's configured avatar: never an installed package."""
 _REASON_CHARS = 300
 _COPY_CHUNK = 1024 * 1024
 
 
-class StorageError(Exception):
+S3_UPLOAD_FAILED = "s3_upload_failed"
+S3_UNREACHABLE = "s3_unreachable"
+"""S3 could not be reached or was overloaded: another attempt may succeed."""
+# Answers of S3 (or an S3-compatible server) that mean "not now" rather than "never".
+_TRANSIENT_S3_CODES = frozenset(
+    {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "500", "503"}
+)
+
+
+class StorageError(CodedError):
     """A storage step that failed; `message` is for the user, `code` is stable."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, retryable=code == S3_UNREACHABLE)
 
 
 # -- S3 ----------------------------------------------------------------------------------------
@@ -139,8 +157,9 @@ def s3_client(config: S3Config):  # -> botocore S3 client (its type is generated
 
 def upload_package_to_s3(package: Path, *, bucket: str, key: str, config: S3Config) -> str:
     """Upload `package` to `s3://bucket/key` and return a presigned GET URL for it
-    (valid `config.presign_expiry_s`). StorageError `s3_upload_failed` on any failure,
-    `s3_unavailable` without boto3."""
+    (valid `config.presign_expiry_s`). StorageError `s3_unreachable` when S3 could not be
+    reached, timed out or was overloaded (worth another try), `s3_upload_failed` on any other
+    failure, `s3_unavailable` without boto3."""
     require_boto3()
     from boto3.s3.transfer import TransferConfig
 
@@ -159,14 +178,16 @@ def upload_package_to_s3(package: Path, *, bucket: str, key: str, config: S3Conf
             ExpiresIn=config.presign_expiry_s,
         )
     except Exception as error:  # every failure becomes the contract's one message
-        reason = s3_failure_reason(error, config)
+        code, reason = s3_failure(error, config)
         log.warning("S3 upload to %s/%s failed: %s", bucket, key, reason, exc_info=True)
-        raise StorageError("s3_upload_failed", UPLOAD_FAILED + reason) from None
+        raise StorageError(code, UPLOAD_FAILED + reason) from None
 
 
-def s3_failure_reason(error: BaseException, config: S3Config) -> str:
-    """A short reason for a failed S3 call: the service's error code and message, or what
-    went wrong on the way there. Never a traceback, never a credential."""
+def s3_failure(error: BaseException, config: S3Config) -> tuple[str, str]:
+    """(code, reason) for a failed S3 call: `s3_unreachable` when S3 could not be reached,
+    timed out or answered that it is overloaded, else `s3_upload_failed`; the reason is the
+    service's error code and message, or what went wrong on the way there. Never a traceback,
+    a class name or a credential."""
     from boto3.exceptions import S3UploadFailedError
     from botocore import exceptions as boto
 
@@ -179,23 +200,30 @@ def s3_failure_reason(error: BaseException, config: S3Config) -> str:
         if code in ("AccessDenied", "403") and not message:
             message = "access denied"
         reason = f"{code}: {message}" if code and message else code or message
-        return _short(reason or "the S3 service refused the request")
+        transient = code in _TRANSIENT_S3_CODES
+        return (
+            S3_UNREACHABLE if transient else S3_UPLOAD_FAILED,
+            _short(reason or "the S3 service refused the request"),
+        )
     endpoint = _origin(getattr(error, "kwargs", {}).get("endpoint_url") or config.endpoint_url)
     if isinstance(error, boto.ConnectTimeoutError):
-        return f"timed out connecting to {endpoint}"
+        return S3_UNREACHABLE, f"timed out connecting to {endpoint}"
     if isinstance(error, boto.ReadTimeoutError):
-        return f"timed out waiting for {endpoint}"
+        return S3_UNREACHABLE, f"timed out waiting for {endpoint}"
     if isinstance(error, boto.EndpointConnectionError | boto.ConnectionError):
-        return f"could not connect to {endpoint}"
+        return S3_UNREACHABLE, f"could not connect to {endpoint}"
     if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError):
-        return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        reason = "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        return S3_UPLOAD_FAILED, reason
     if isinstance(error, boto.ParamValidationError):
-        return _short("invalid request: " + str(error).split(":", 1)[-1].strip())
+        return S3_UPLOAD_FAILED, _short(
+            "invalid request: " + str(error).split(":", 1)[-1].strip()
+        )
     if isinstance(error, boto.BotoCoreError):
-        return _short(str(error))
+        return S3_UPLOAD_FAILED, _short(str(error))
     if isinstance(error, OSError):
-        return f"could not read the package: {(error.strerror or type(error).__name__).lower()}"
-    return type(error).__name__
+        return S3_UPLOAD_FAILED, f"could not read the package: {short_reason(error).lower()}"
+    return S3_UPLOAD_FAILED, "unexpected error (see the service log)"
 
 
 def _origin(url: str | None) -> str:
@@ -226,7 +254,8 @@ def install_package(
     max_bytes: int = MAX_PACKAGE_BYTES,
     max_members: int = MAX_PACKAGE_MEMBERS,
 ) -> Path:
-    """Unpack the package TAR into `avatars_dir/avatar_id/` and return that directory.
+    """Unpack the package TAR into `avatars_dir/<id>/` and return that directory; `<id>` is
+    `local_avatar_id(avatar_id)`, the id in lower case.
 
     Members are unpacked one by one into a hidden staging directory beside the target, each
     checked first: regular files and directories only, relative names without `..`, at most
@@ -235,11 +264,11 @@ def install_package(
     (for an instant between two renames, neither).
     StorageError `invalid_avatar_id`, `invalid_package` or `install_failed`.
     """
-    check_local_avatar_id(avatar_id)
+    local_id = local_avatar_id(avatar_id)
     avatars_dir = Path(avatars_dir)
     try:
         avatars_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=avatars_dir, prefix=f".{avatar_id}.installing-"))
+        staging = Path(tempfile.mkdtemp(dir=avatars_dir, prefix=f".{local_id}.installing-"))
     except OSError as error:
         raise StorageError(
             "install_failed", f"cannot write the avatars directory: {error.strerror}"
@@ -247,7 +276,7 @@ def install_package(
     try:
         _unpack(Path(package), staging, max_bytes=max_bytes, max_members=max_members)
         staging.chmod(0o755)  # mkdtemp made it private; the avatar workers must read it
-        target = avatars_dir / avatar_id
+        target = avatars_dir / local_id
         _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -255,27 +284,36 @@ def install_package(
     return target
 
 
-def check_local_avatar_id(avatar_id: object) -> None:
-    """StorageError `invalid_avatar_id` unless the avatar catalog would list a package
-    installed under `avatar_id`: its id rule, and neither its `default` nor a renderer's name
-    (the renderers keep their caches in the avatars directory under their own names)."""
-    if not isinstance(avatar_id, str) or not AVATAR_ID_PATTERN.fullmatch(avatar_id):
+def local_avatar_id(avatar_id: object) -> str:
+    """The id a package of `avatar_id` is installed under in the local store, and that the
+    avatar catalog lists: `avatar_id` in lower case (the catalog finds it by either case).
+    StorageError `invalid_avatar_id` unless it is one of the catalog's ids in some case, and
+    neither its `default` nor a renderer's name (the renderers keep their caches in the avatars
+    directory under their own names)."""
+    if not isinstance(avatar_id, str) or not ANY_CASE_ID_PATTERN.fullmatch(avatar_id):
         raise StorageError(
             "invalid_avatar_id",
-            "avatar_id must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter "
-            "or digit",
+            "avatar_id must be 1-64 characters of letters, digits, _ and -, starting with a "
+            "letter or digit",
         )
-    if avatar_id == CATALOG_DEFAULT_ID:
+    local_id = avatar_id.lower()
+    assert AVATAR_ID_PATTERN.fullmatch(local_id)
+    if local_id == CATALOG_DEFAULT_ID:
         raise StorageError(
             "invalid_avatar_id",
             f"avatar_id '{avatar_id}' names the agent's configured avatar; choose another",
         )
     from renderers import available  # here: it loads numpy, which the signed URLs skip
 
-    if avatar_id in available():
+    if local_id in available():
         raise StorageError(
             "invalid_avatar_id", f"avatar_id '{avatar_id}' is a renderer's name; choose another"
         )
+    return local_id
+
+
+check_local_avatar_id = local_avatar_id
+"""The same check under its earlier name (it returns the id the package is installed under)."""
 
 
 def _unpack(package: Path, staging: Path, *, max_bytes: int, max_members: int) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from renderers.errors import CodedError
+
 PENDING = "pending"
 PROCESSING = "processing"
 COMPLETED = "completed"
@@ -75,13 +77,15 @@ CREATE INDEX IF NOT EXISTS job_logs_by_job ON job_logs (job_id, id);
 _MAX_LOG_CHARS = 2000
 
 
-class JobStateError(Exception):
-    """The job is not in a state that allows the operation (e.g. retrying a running job)."""
+class JobStateError(CodedError):
+    """The job is not in a state that allows the operation (e.g. retrying a running job):
+    409 with `code` (`job_not_retryable` for a retry)."""
 
-    def __init__(self, job: Job, message: str) -> None:
-        super().__init__(message)
+    status: int
+
+    def __init__(self, job: Job, message: str, code: str = "invalid_job_state") -> None:
+        super().__init__(code, message, status=409)
         self.job = job
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -478,6 +482,7 @@ class JobStore:
                 raise JobStateError(
                     job,
                     f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried",
+                    "job_not_retryable",
                 )
             db.execute(
                 "UPDATE jobs SET status = 'pending', error = NULL, output = NULL, progress = 0, "

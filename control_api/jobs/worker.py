@@ -6,7 +6,12 @@ stdout, one event each:
     {"event": "progress", "progress": 0.4, "message": "..."}
     {"event": "log", "message": "..."}
     {"event": "result", "output": {...}}               the job completed
-    {"event": "error", "error": "...", "retry": false}  it failed (retry: worth another attempt)
+    {"event": "error", "code": "...", "error": "...", "retry": false}  it failed
+
+A failure's `code` is stable (errors.py), `error` is the user-facing message (never a class
+name or a traceback) and `retry` is derived from the code (errors.retryable); the supervisor
+decides by the code. An unforeseen exception is `internal_error` (retried) with a fixed
+message; its traceback goes to stderr only.
 
 Anything else the process prints, from Python or from native libraries, goes to stderr, which
 the supervisor keeps as the attempt's log file: stdout is reserved for events.
@@ -49,26 +54,38 @@ def _claim_stdout() -> IO[str]:
     return events
 
 
+def emit_error(events: EventWriter, code: str, message: str, retry: bool) -> None:
+    events.emit("error", code=code, error=message, retry=retry)
+
+
 def main() -> int:
     events = EventWriter(_claim_stdout())
     try:
         spec = json.load(sys.stdin)
-    except ValueError as error:
-        events.emit("error", error=f"worker got no valid job spec: {error}", retry=False)
+    except ValueError:
+        emit_error(events, "invalid_job_spec", "the job worker got no valid job spec", False)
         return 2
-    # Imported after the spec is read so that a broken install still reports an event.
-    from .handlers import JobRejected, run_job
-
     try:
-        output = run_job(spec, events)
-    except JobRejected as error:
-        events.emit("error", error=error.message, retry=False)
-        return 0
-    except Exception as error:  # anything unforeseen is worth another attempt
+        # Imported after the spec is read so that a broken install still reports an event.
+        from .errors import INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, JobError
+        from .handlers import run_job
+    except Exception:
         import traceback
 
         traceback.print_exc()
-        events.emit("error", error=f"{type(error).__name__}: {error}", retry=True)
+        emit_error(events, "internal_error", "Internal error while processing the job", True)
+        return 1
+
+    try:
+        output = run_job(spec, events)
+    except JobError as error:
+        emit_error(events, error.code, error.message, error.retryable)
+        return 0
+    except Exception:  # anything unforeseen is worth another attempt
+        import traceback
+
+        traceback.print_exc()  # to stderr: the attempt's log file, never the job's error
+        emit_error(events, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, True)
         return 1
     events.emit("result", output=output)
     return 0

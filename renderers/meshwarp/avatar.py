@@ -19,6 +19,7 @@ import numpy as np
 from ..base import RendererError
 from ..bundled import DEFAULT_PORTRAIT
 from ..cache import cache_dir as project_cache_dir
+from ..errors import short_reason
 from ..vision import analyse_portrait, load_image, person_mask
 from . import landmarks as lm
 from .rig import INDEX, Region, control_displacements, face_scale, warp_fields, warp_region
@@ -158,7 +159,8 @@ def _first_face_frame(path: Path, data: bytes, max_frames: int = 60) -> np.ndarr
                 except RendererError as error:
                     last_error = error
     except (av.error.FFmpegError, ValueError) as error:
-        raise RendererError("corrupt_video", f"cannot decode video {path.name}: {error}") from None
+        reason = short_reason(error, "not a video this can decode")
+        raise RendererError("corrupt_video", f"cannot decode video {path.name}: {reason}") from None
     if last_error is not None:
         raise last_error
     raise RendererError("corrupt_video", f"no frames in video {path.name}")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import short_reason
+
 UNKNOWN_FORMAT = "unknown"
 
 
@@ -155,7 +157,7 @@ def iter_frames(path: str | os.PathLike[str], info: VideoInfo | None = None) -> 
             for index, frame in enumerate(container.decode(stream)):
                 yield Frame(index, frame, info.rotation)
     except av.error.FFmpegError as error:
-        raise VideoDecodeError(f"cannot decode {Path(path).name}: {error}") from None
+        raise VideoDecodeError(f"cannot decode {Path(path).name}: {short_reason(error)}") from None
 
 
 def read_frames(
