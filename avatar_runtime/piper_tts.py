@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -193,10 +194,13 @@ class PiperTTS(tts.TTS):
         _warmed.add(key)
 
     def _pcm_iter(self, text: str) -> Iterator[bytes]:
-        """Runs on the TTS thread: piper yields one chunk per sentence it finds."""
+        """Runs on the TTS thread: piper yields one chunk per sentence it finds. A long first
+        sentence is synthesised in two pieces (see `first_piece`), so its first audio does not
+        wait for all of it."""
         voice = self._voice()
-        for chunk in voice.synthesize(text, syn_config=self._syn_config):
-            yield chunk.audio_int16_bytes
+        for piece in first_piece(text):
+            for chunk in voice.synthesize(piece, syn_config=self._syn_config):
+                yield chunk.audio_int16_bytes
 
     async def _pcm_chunks(self, text: str) -> AsyncIterator[bytes]:
         """Stream piper's chunks as they are produced, each ``next()`` off the loop."""
@@ -217,6 +221,46 @@ class PiperTTS(tts.TTS):
             raise APIError(f"piper synthesis failed: {e}", retryable=False) from e
         if pushed == 0:
             emitter.push(_silence(self.sample_rate, _FILLER_SILENCE_S))
+
+
+FIRST_PIECE_WORDS = (4, 10)
+"""The first piece of a long first sentence: at least 4 words and at most 10, ended at the
+first clause boundary in that span (a comma, a semicolon, a colon, a dash, or before a word
+that opens a clause), else after the 10th word. About 0.5-3 s of speech: piper renders it in
+a fraction of the time a 250-character sentence takes, and a clause boundary is where a
+speaker pauses anyway."""
+_SPLIT_WHEN_LONGER = 16
+"""First sentences of at most this many words are synthesised whole."""
+_CLAUSE_WORDS = frozenset(
+    "and but or so because although though when while which who that if unless until "
+    "please then".split()
+)
+_SENTENCE_END = re.compile(r"[.!?](\s|$)")
+
+
+def first_piece(text: str) -> list[str]:
+    """`text` as the pieces to synthesise: one, or the first words of a long first sentence
+    and then the rest."""
+    end = _SENTENCE_END.search(text)
+    first_sentence = text[: end.end()] if end else text
+    words = first_sentence.split()
+    if len(words) <= _SPLIT_WHEN_LONGER:
+        return [text]
+    low, high = FIRST_PIECE_WORDS
+    cut = high
+    for i in range(low, high + 1):
+        if words[i - 1].endswith((",", ";", ":")) or words[i - 1] in ("-", "\u2013", "\u2014"):
+            cut = i
+            break
+        if words[i].lower().strip(",;:") in _CLAUSE_WORDS:
+            cut = i
+            break
+    # Keep the original spacing: find where the cut-th word ends in the text.
+    position = 0
+    for word in words[:cut]:
+        position = text.index(word, position) + len(word)
+    head, rest = text[:position].strip(), text[position:].strip()
+    return [head, rest] if rest else [head]
 
 
 def _log_prewarm_failure(future: concurrent.futures.Future[None]) -> None:
