@@ -477,3 +477,10 @@ def state_from_attributes(
     if "emotions" in state and "emotion" in state:
         state["emotion_shown"] = state["emotion"] in state["emotions"]
     return state
+
+
+def merge_state(state: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    """Apply `changes` (a partial state, as `state_from_attributes(..., partial=True)` reads
+    it) to a whole `state`, keeping `emotion_shown` true to the result."""
+    state.update(changes)
+    state["emotion_shown"] = state["emotion"] in state["emotions"]

@@ -50,6 +50,7 @@ from .controls import (
     SET_BACKGROUND,
     SET_EMOTION,
     ControlError,
+    merge_state,
     run_interrupt,
     state_from_attributes,
 )
@@ -508,10 +509,7 @@ class AvatarSession(_LiveKitAvatarSession):
     def _on_remote_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if participant.identity != self._identity or self._remote_state is None:
             return  # not ours; or nothing read yet, and `state` will read them all
-        self._remote_state.update(state_from_attributes(changed, partial=True))
-        self._remote_state["emotion_shown"] = (
-            self._remote_state["emotion"] in self._remote_state["emotions"]
-        )
+        merge_state(self._remote_state, state_from_attributes(changed, partial=True))
 
     async def _remove_remote_avatar(self, room: rtc.Room) -> None:
         try:

@@ -31,7 +31,12 @@ import aiohttp
 from livekit import api, rtc
 from livekit.api.twirp_client import TwirpError
 
-from avatar_runtime.controls import DEFAULT_STATE, EMOTION_ATTRIBUTE, state_from_attributes
+from avatar_runtime.controls import (
+    DEFAULT_STATE,
+    EMOTION_ATTRIBUTE,
+    merge_state,
+    state_from_attributes,
+)
 from avatar_runtime.dispatch import dispatch_until_joined
 from avatar_runtime.publisher import STATS_ATTRIBUTE
 from renderers.errors import short_reason
@@ -363,10 +368,7 @@ class SessionLink:
             return
         changes = state_from_attributes(changed, partial=True)
         if self._known_state is not None and changes:
-            self._known_state.update(changes)
-            self._known_state["emotion_shown"] = (
-                self._known_state["emotion"] in self._known_state["emotions"]
-            )
+            merge_state(self._known_state, changes)
         if not changes or not self._subscribers:
             return
         self._publish(
