@@ -16,13 +16,13 @@ from pathlib import Path
 
 from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobRequest
-from livekit.agents.voice.avatar import DataStreamAudioReceiver
 
 import renderers
 from avatar_runtime import (
     EMOTIONS,
     AvatarState,
     BackgroundLibrary,
+    ClearingAudioReceiver,
     RunningAvatar,
     RuntimeOptions,
     start_avatar,
@@ -34,12 +34,15 @@ from .avatar_source import avatar_source, with_default_avatar
 from .capacity import session_load
 from .cli import run
 from .config import Settings
+from .dead_jobs import remove_participants_of_dead_jobs
+from .lost_room import leave_when_room_lost
 
 logger = logging.getLogger("avatar-worker")
 
 # Load by sessions, as the agent worker does (capacity.py): by CPU, LiveKit refused the avatar's
 # dispatch whenever the machine was busy, and the agent waited a re-dispatch (6 s and more).
 server = AgentServer(initialize_process_timeout=60.0, load_fnc=session_load)
+remove_participants_of_dead_jobs(server)
 
 
 async def accept(request: JobRequest) -> None:
@@ -65,12 +68,15 @@ async def entrypoint(ctx: JobContext) -> None:
     settings = Settings.from_env()
     meta = RemoteAvatarRequest.from_metadata(ctx.job.metadata)
     await ctx.connect()
+    leave_when_room_lost(ctx)
 
     # This participant answers the avatar's control RPCs. It has no AgentSession to stop, so
     # `avatar.interrupt` clears its own playback (start_avatar's default), as the agent's
     # `lk.clear_buffer` would; speech the agent is still streaming would play afterwards.
     # The avatar is the one the agent asked for (`avatar_id`), resolved on this machine.
-    receiver = DataStreamAudioReceiver(ctx.room, sender_identity=meta.agent_identity)
+    # On clear_buffer it also drops what was still arriving of the cleared speech (its end
+    # included), so an interruption never counts as an extra utterance.
+    receiver = ClearingAudioReceiver(ctx.room, sender_identity=meta.agent_identity)
     renderer, options, state = _requested(meta, settings)
 
     async def start(source: Path | None) -> RunningAvatar:
@@ -115,6 +121,7 @@ def _requested(
         height=meta.height or settings.height,
         fps=meta.fps or settings.fps,
         audio_sample_rate=settings.audio_sample_rate,
+        render_timeout_s=settings.render_timeout_s,
     )
     state = AvatarState()
     if meta.emotion is not None:

@@ -45,6 +45,12 @@ class Settings:
     greeting: str = "Hello! I am your avatar. Type a message and I will say it."
     worker_sessions: int = 4
     """The most sessions a worker runs at once (agent/capacity.py)."""
+    render_timeout_s: float = 3.0
+    """A render call that takes longer is given up as hung (avatar_runtime.generator): the
+    session shows its idle picture, reports `renderer_error` and tries the renderer again."""
+    extra_renderers: tuple[tuple[str, str], ...] = ()
+    """`AVATAR_RENDERERS`: renderers of your own, `(name, "module:Class")`, registered in every
+    process of the worker (its job processes too) before the renderer is chosen."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +58,8 @@ class Settings:
             load_dotenv(dotenv_path(), override=False)  # real variables win over .env
             env = os.environ
         source = env.get("AVATAR_SOURCE") or None
+        # Registered first: AVATAR_RENDERER may name one of them.
+        extra_renderers = register_renderers(env.get("AVATAR_RENDERERS", ""))
         settings = cls(
             livekit_url=env.get("LIVEKIT_URL", DEFAULT_LIVEKIT_URL),
             api_key=env.get("LIVEKIT_API_KEY", DEFAULT_API_KEY),
@@ -67,6 +75,8 @@ class Settings:
             fps=float(_int(env, "AVATAR_FPS", 30, 1, 60)),
             audio_sample_rate=_int(env, "AVATAR_AUDIO_RATE", 24000, 8000, 48000),
             greeting=env.get("AVATAR_GREETING", cls.greeting),
+            render_timeout_s=_float(env, "AVATAR_RENDER_TIMEOUT_S", 3.0, 0.1, 600.0),
+            extra_renderers=extra_renderers,
         )
         settings.validate()
         return settings
@@ -92,6 +102,29 @@ class Settings:
             raise ConfigError("AVATAR_WIDTH and AVATAR_HEIGHT must be even (video codecs need it)")
 
 
+def register_renderers(spec: str) -> tuple[tuple[str, str], ...]:
+    """Register the renderers `AVATAR_RENDERERS` names, `name=package.module:Class` separated
+    by commas (a third-party renderer, or the tests' fault-injecting `faultcard`). Only the
+    import path is recorded here; the class is imported when the renderer is chosen."""
+    from renderers import register
+
+    entries = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        module, _, cls = path.partition(":")
+        if not name or not module or not cls:
+            raise ConfigError(
+                f"AVATAR_RENDERERS entry {item!r} must be name=package.module:ClassName"
+            )
+        register(name, path)
+        entries.append((name, path))
+    return tuple(entries)
+
+
 def dotenv_path() -> str | None:
     """The `.env` to read, by the control API's rule: the checkout's when running from one,
     else the nearest from the current directory upwards (an installed worker)."""
@@ -111,6 +144,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         raise ConfigError(f"{name}={raw!r} must be a whole number") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={value} must be between {low} and {high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be a number") from None
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(f"{name}={value:g} must be between {low:g} and {high:g}")
     return value
 
 

@@ -16,6 +16,7 @@ from livekit import rtc
 from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, JobContext, JobProcess
 from livekit.agents.types import ATTRIBUTE_AGENT_NAME
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
+from livekit.agents.worker import ServerEnvOption
 
 from avatar_runtime import AvatarSession
 from avatar_runtime.piper_tts import PiperTTS
@@ -26,6 +27,8 @@ from .assistant import AvatarAssistant, speak_chat_text
 from .avatar_source import job_avatar_source, requested_avatar_id, with_default_avatar
 from .capacity import session_load
 from .config import Settings
+from .dead_jobs import remove_participants_of_dead_jobs
+from .lost_room import leave_when_room_lost
 from .providers import describe, select_providers
 from .session_rpc import READY_ATTRIBUTE, register_session_rpc
 
@@ -42,13 +45,27 @@ def prewarm(proc: JobProcess) -> None:
 # Explicit dispatch by name, read at import because the decorator needs it.
 # The load threshold stays livekit-agents' own (0.7 in production, none in development):
 # session_load reaches it at AVATAR_WORKER_SESSIONS sessions.
-server = AgentServer(setup_fnc=prewarm, initialize_process_timeout=60.0, load_fnc=session_load)
+# One job process kept started and prewarmed in development too (livekit-agents keeps none in
+# dev mode, which `make demo` runs): without it every session waited 1.4-2.9 s for a process to
+# start and load the voice before the agent could join. Production keeps livekit's default.
+_IDLE_PROCESSES = ServerEnvOption(
+    dev_default=1, prod_default=AgentServer._default_num_idle_processes.prod_default
+)
+server = AgentServer(
+    setup_fnc=prewarm,
+    initialize_process_timeout=60.0,
+    load_fnc=session_load,
+    num_idle_processes=_IDLE_PROCESSES,
+)
+remove_participants_of_dead_jobs(server)
 
 
 @server.rtc_session(agent_name=os.environ.get("AVATAR_AGENT_NAME", "avatar-agent"))
 async def entrypoint(ctx: JobContext) -> None:
     settings = Settings.from_env()
     await ctx.connect()
+    if not ctx.is_fake_job():
+        leave_when_room_lost(ctx)
     if not ctx.is_fake_job() and another_agent_serves(ctx.room, settings.agent_name):
         logger.warning("room %s already has its agent; this duplicate leaves", ctx.room.name)
         ctx.shutdown("another agent serves this room")
@@ -123,6 +140,7 @@ async def start_job_avatar(
             audio_sample_rate=settings.audio_sample_rate,
             mode=cast(Mode, settings.avatar_mode),  # validated by Settings
             avatar_worker_name=settings.avatar_worker_name,
+            render_timeout_s=settings.render_timeout_s,
         )
         await avatar_session.start(session, room=ctx.room)
         return avatar_session

@@ -28,6 +28,7 @@ from .session import AvatarSession, AvatarStatus
 from .speech import SpeechQueue, SpeechWindow
 from .state import EMOTIONS, AvatarState
 from .stats import RuntimeStats
+from .stream_receiver import ClearingAudioReceiver
 from .timeline import FrameTimeline, SampleBuffer
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Background",
     "BackgroundLibrary",
     "BackgroundStage",
+    "ClearingAudioReceiver",
     "Compositor",
     "ControlError",
     "FramePacer",

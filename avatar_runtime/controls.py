@@ -15,7 +15,8 @@ but a LiveKit connection:
 
 Every answer is the state after the call, as JSON:
 `{"emotion": str, "intensity": float, "background": str, "speaking": bool, "emotions": [str],
-"emotion_shown": bool}`, where `emotions` are those the renderer can show.
+"emotion_shown": bool, "renderer_error": {...} | null}`, where `emotions` are those the
+renderer can show.
 
 Failures are `rtc.RpcError`s with the codes below; the message says what was wrong and lists
 what is valid (cut to the 256 bytes an RPC error message may carry), and `data` holds
@@ -25,8 +26,12 @@ errors, so ours are 2000 plus the HTTP status that fits: a control API can answe
 
 The same state is published as participant attributes, set at `register()` and after every
 change: `avatar.emotion`, `avatar.intensity`, `avatar.background`, `avatar.speaking`
-(`"true"`/`"false"`, following the publisher's playback) and `avatar.emotions` (the
-renderer's, a JSON list; `[]` when it shows none).
+(`"true"`/`"false"`, following the publisher's playback), `avatar.emotions` (the
+renderer's, a JSON list; `[]` when it shows none) and `avatar.renderer_error`: while the
+renderer is failing or hung (the avatar then shows its idle picture, its audio goes on), a JSON
+object `{"code": "render_failed" | "render_timeout", "message": str, "since": ISO 8601 UTC}`;
+the attribute is removed (set to "") when the renderer works again. In the state it is
+`renderer_error`, that object or null.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any
 from livekit import rtc
 
 from .backgrounds import BackgroundLibrary, valid_backgrounds
+from .generator import AvatarVideoGenerator, RendererFault
 from .publisher import AvatarPublisher
 from .state import EMOTIONS, AvatarState
 
@@ -58,6 +64,7 @@ INTENSITY_ATTRIBUTE = "avatar.intensity"
 BACKGROUND_ATTRIBUTE = "avatar.background"
 SPEAKING_ATTRIBUTE = "avatar.speaking"
 EMOTIONS_ATTRIBUTE = "avatar.emotions"
+RENDERER_ERROR_ATTRIBUTE = "avatar.renderer_error"
 
 BAD_REQUEST = 2400
 """The payload is not JSON, not an object, misses a field, has an unknown one or a wrong type."""
@@ -78,6 +85,7 @@ DEFAULT_STATE: dict[str, Any] = {
     "speaking": False,
     "emotions": [],
     "emotion_shown": False,
+    "renderer_error": None,
 }
 """The state of an avatar that has not published its attributes yet."""
 _STATE_ATTRIBUTES = {
@@ -86,6 +94,7 @@ _STATE_ATTRIBUTES = {
     BACKGROUND_ATTRIBUTE: "background",
     SPEAKING_ATTRIBUTE: "speaking",
     EMOTIONS_ATTRIBUTE: "emotions",
+    RENDERER_ERROR_ATTRIBUTE: "renderer_error",
 }
 
 DEFAULT_INTENSITY = 0.7
@@ -109,7 +118,7 @@ class AvatarControls:
     own `interrupt`); it may return an awaitable, which is awaited up to INTERRUPT_WAIT_S.
     Without it `avatar.interrupt` answers NOT_SUPPORTED. `publisher` supplies `speaking`
     (False without one). `shown_emotions` are the renderer's (`capabilities.emotions`; None:
-    all of EMOTIONS).
+    all of EMOTIONS). `generator` supplies `renderer_error` (None without one).
     """
 
     def __init__(
@@ -121,8 +130,10 @@ class AvatarControls:
         *,
         publisher: AvatarPublisher | None = None,
         shown_emotions: Sequence[str] | None = None,
+        generator: AvatarVideoGenerator | None = None,
     ) -> None:
         self._room = room
+        self._generator = generator
         self._state = state
         self._library = library
         self._on_interrupt = on_interrupt
@@ -151,6 +162,8 @@ class AvatarControls:
             local.register_rpc_method(method, guarded(method, handler))
         if self._publisher is not None:
             self._publisher.add_speaking_listener(self._on_speaking)
+        if self._generator is not None:
+            self._generator.add_fault_listener(self._on_fault)
         self._registered = True
         self._published = {}  # publish every attribute again: another writer may have run
         self._attribute_task = asyncio.create_task(
@@ -165,6 +178,8 @@ class AvatarControls:
         self._registered = False
         if self._publisher is not None:
             self._publisher.remove_speaking_listener(self._on_speaking)
+        if self._generator is not None:
+            self._generator.remove_fault_listener(self._on_fault)
         if self._attribute_task is not None:
             self._attribute_task.cancel()
             self._attribute_task = None
@@ -180,6 +195,7 @@ class AvatarControls:
     def snapshot(self) -> dict[str, Any]:
         """The state every method answers with."""
         expression = self._state.expression()
+        fault = self._generator.renderer_error if self._generator is not None else None
         return {
             "emotion": expression.emotion,
             "intensity": expression.intensity,
@@ -187,6 +203,7 @@ class AvatarControls:
             "speaking": self._publisher.speaking if self._publisher is not None else False,
             "emotions": list(self._shown_emotions),
             "emotion_shown": expression.emotion in self._shown_emotions,
+            "renderer_error": fault.to_dict() if fault is not None else None,
         }
 
     def attributes(self) -> dict[str, str]:
@@ -199,11 +216,20 @@ class AvatarControls:
             SPEAKING_ATTRIBUTE: "true" if state["speaking"] else "false",
             # JSON, not a joined list: LiveKit deletes an attribute set to "".
             EMOTIONS_ATTRIBUTE: json.dumps(state["emotions"], separators=(",", ":")),
+            # "" removes the attribute: no error, nothing for a viewer to read.
+            RENDERER_ERROR_ATTRIBUTE: (
+                json.dumps(state["renderer_error"], separators=(",", ":"))
+                if state["renderer_error"] is not None
+                else ""
+            ),
         }
 
     def _answer(self) -> str:
         self._changed.set()
         return json.dumps(self.snapshot())
+
+    def _on_fault(self, _fault: RendererFault | None) -> None:
+        self._changed.set()
 
     def _on_speaking(self, speaking: bool) -> None:
         if not speaking:
@@ -472,11 +498,30 @@ def state_from_attributes(
                 continue
             if isinstance(emotions, list):
                 state[name] = [e for e in emotions if isinstance(e, str)]
+        elif name == "renderer_error":
+            state[name] = _renderer_error(raw)
         else:
             state[name] = raw
     if "emotions" in state and "emotion" in state:
         state["emotion_shown"] = state["emotion"] in state["emotions"]
     return state
+
+
+def _renderer_error(raw: str) -> dict[str, str] | None:
+    """`avatar.renderer_error` as the state's `renderer_error`: None when it is "" (removed)
+    or not the object it should be."""
+    if not raw:
+        return None
+    try:
+        error = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(error, dict):
+        return None
+    fields = ("code", "message", "since")
+    if not all(isinstance(error.get(key), str) for key in fields):
+        return None
+    return {key: error[key] for key in fields}
 
 
 def merge_state(state: dict[str, Any], changes: Mapping[str, Any]) -> None:

@@ -25,6 +25,15 @@ Pictures leave as the renderer drew them (RGBA); the publisher puts them over th
 background as each one is sent (`avatar_runtime.pacer`), so a background change shows on the
 next frame out even when a slow renderer draws ahead.
 
+A renderer that raises, returns something that is not a picture, or hangs past
+`render_timeout_s` does not stop the session: its frames get a *fallback* picture that needs no
+renderer (the last idle picture it drew, composited by the publisher as usual), their audio goes
+out exactly as it would have, the failure is reported (`renderer_error`, fault listeners; the
+avatar's controls publish it as a participant attribute), and the renderer is tried again after
+a back-off that doubles with each failure in a row. A hung render thread cannot be stopped in
+Python: it is left behind, the next attempt runs on a fresh thread, and while
+`max_hung_renders` of them are still stuck the renderer is not tried again.
+
 Idle frames carry silent audio by default, so the published audio never stops. That keeps the
 audio and video queues of the publisher's pacer (avatar_runtime.pacer) equally full at all
 times, which is what keeps them in sync at the start of speech (README: "How audio and video
@@ -34,20 +43,25 @@ stay in sync").
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import math
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from renderers import Expression, FrameRequest, Renderer
+from renderers.errors import CodedError, short_reason
 
 from .speech import SpeechQueue, SpeechWindow
 from .stats import RuntimeStats
@@ -81,6 +95,48 @@ class RuntimeOptions:
     """Speech frames planned (and rendered) ahead of the one being emitted."""
     idle_audio: bool = True
     """Emit silence with idle frames (needed for exact A/V sync through the pacer)."""
+    render_timeout_s: float = 3.0
+    """A render call (one batch) that takes longer is given up as hung: its frames and those
+    after it show the fallback picture until the renderer is tried again. Generous next to a
+    batch's usual time (milliseconds to a few hundred), so only a real hang reaches it."""
+    render_retry_s: float = 1.0
+    """Back-off before a failed renderer is tried again; it doubles with each failure in a row,
+    up to `render_retry_max_s`."""
+    render_retry_max_s: float = 30.0
+    max_hung_renders: int = 2
+    """Render threads left behind by hung renders that may still be stuck in the renderer.
+    With this many, the renderer is not tried again until one of them returns."""
+
+
+RENDER_FAILED = "render_failed"
+"""`RendererFault.code`: the renderer raised, or returned something that is not the pictures
+it was asked for."""
+RENDER_TIMEOUT = "render_timeout"
+"""`RendererFault.code`: a render took longer than `render_timeout_s`."""
+_FAULT_MESSAGE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class RendererFault:
+    """Why the renderer is not drawing this session's frames now."""
+
+    code: str
+    """RENDER_FAILED or RENDER_TIMEOUT."""
+    message: str
+    """For people: what failed, never a class name or a traceback."""
+    since: float
+    """Wall-clock time (time.time()) of the first failure of this run of failures."""
+    failures: int = 1
+    """Failed attempts in a row (the first one and each retry that failed too)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fault as the avatar's state reports it: `{code, message, since}`, `since` in
+        ISO 8601 UTC."""
+        since = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="milliseconds")
+        return {"code": self.code, "message": self.message, "since": since.replace("+00:00", "Z")}
+
+
+FaultListener = Callable[[RendererFault | None], None]
 
 
 @dataclass(eq=False)
@@ -94,6 +150,7 @@ class _Plan:
     discarded: bool = False  # its speech was cleared by an interruption
     audio_out: bool = False  # its audio has been handed out
     emitted: bool = False  # its picture has been handed out
+    fallback: bool = False  # its picture is the fallback: the renderer failed or was skipped
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -123,7 +180,12 @@ class AvatarVideoGenerator(VideoGenerator):
         self._late_streak = 0
         # A callable returning the current Expression, so emotion changes reach the next frame.
         self._expression = expression or (lambda: Expression())
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render")
+        self._render_thread = _RenderThread()
+        self._fault: RendererFault | None = None
+        self._retry_at = 0.0  # time.monotonic() when a failed renderer may be tried again
+        self._hung: list[concurrent.futures.Future[Any]] = []  # abandoned, maybe still running
+        self._fault_listeners: list[FaultListener] = []
+        self._idle_pixels: np.ndarray | None = None  # the last idle picture the renderer drew
 
         self._plans: deque[_Plan] = deque()  # planned, audio not yet out, in frame order
         self._playing: deque[_Plan] = deque()  # audio out, picture not yet (audio lead only)
@@ -202,8 +264,25 @@ class AvatarVideoGenerator(VideoGenerator):
             except asyncio.CancelledError:
                 pass
         # Close the renderer on its own thread, after any render still running there.
-        self._executor.submit(self._renderer.close)
-        self._executor.shutdown(wait=False)
+        self._render_thread.submit(self._renderer.close)
+        self._render_thread.stop()
+
+    # -- renderer faults ---------------------------------------------------------------------
+
+    @property
+    def renderer_error(self) -> RendererFault | None:
+        """Why the renderer is not drawing frames now (the fallback picture shows instead);
+        None while it works."""
+        return self._fault
+
+    def add_fault_listener(self, listener: FaultListener) -> None:
+        """Call `listener(fault)` on the event loop whenever `renderer_error` changes (its code
+        or message; None on recovery)."""
+        self._fault_listeners.append(listener)
+
+    def remove_fault_listener(self, listener: FaultListener) -> None:
+        if listener in self._fault_listeners:
+            self._fault_listeners.remove(listener)
 
     # -- emitting ----------------------------------------------------------------------------
 
@@ -384,6 +463,8 @@ class AvatarVideoGenerator(VideoGenerator):
     def _count(self, plan: _Plan) -> None:
         stats = self.stats
         stats.frames += 1
+        if plan.fallback:
+            stats.fallback_frames += 1
         if plan.speech is None:
             stats.idle_frames += 1
             return
@@ -431,43 +512,153 @@ class AvatarVideoGenerator(VideoGenerator):
     # -- rendering ---------------------------------------------------------------------------
 
     async def _render_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._closed:
             await self._work.wait()
             self._work.clear()
             while batch := self._next_batch():
                 for plan in batch:
                     plan.in_flight = True
-                reset, self._reset_renderer = self._reset_renderer, False
+                if not self._may_render():
+                    self._finish(batch, None)  # the fallback picture, no renderer needed
+                    continue
+                # A retry after a failure starts from a clean slate: whatever per-utterance
+                # state the renderer held may be what broke.
+                retrying = self._fault is not None
+                reset, self._reset_renderer = self._reset_renderer or retrying, False
                 # Read as the render starts, not when the frame was planned: with an audio
                 # lead that is a few milliseconds before the picture is shown.
                 expression = self._expression()
                 requests = [replace(plan.request, expression=expression) for plan in batch]
                 started = time.perf_counter()
-                pictures: Sequence[np.ndarray | None]
-                try:
-                    pictures = await loop.run_in_executor(
-                        self._executor, self._render_batch, requests, reset
-                    )
-                except Exception:
-                    # A broken renderer must not take the session down: keep showing the last
-                    # good picture (counted as repeats) and keep the audio flowing.
-                    logger.exception("renderer %s failed", self._renderer.name)
-                    pictures = [None] * len(batch)
-                elapsed_ms = (time.perf_counter() - started) * 1000.0
-                self.stats.render_ms.append(elapsed_ms / len(batch))
-                for plan, pixels in zip(batch, pictures, strict=True):
-                    plan.in_flight = False
-                    plan.rendered = True
-                    if plan.discarded:
-                        self.stats.dropped_renders += 1
-                    else:
-                        if pixels is not None:
-                            plan.pixels = pixels
-                            self._latest_pixels = pixels
-                        if plan.emitted:
-                            self.stats.dropped_renders += 1  # finished after its frame went out
-                    plan.done.set()
+                pictures = await self._render_guarded(requests, reset)
+                if pictures is not None:
+                    # Only renders that worked: a hang's seconds would make `_render_limit`
+                    # start every later render far ahead of its picture.
+                    elapsed_ms = (time.perf_counter() - started) * 1000.0
+                    self.stats.render_ms.append(elapsed_ms / len(batch))
+                    if retrying:
+                        self._recovered()
+                self._finish(batch, pictures)
+
+    def _finish(self, batch: list[_Plan], pictures: Sequence[np.ndarray] | None) -> None:
+        """Hand a batch its pictures; None: the renderer failed or was skipped, and the
+        frames show the fallback picture (their audio is untouched)."""
+        for i, plan in enumerate(batch):
+            plan.in_flight = False
+            plan.rendered = True
+            if pictures is None:
+                if not plan.discarded and not plan.emitted:
+                    plan.pixels = self._latest_pixels = self._fallback_pixels()
+                    plan.fallback = True
+            elif plan.discarded:
+                self.stats.dropped_renders += 1
+            else:
+                plan.pixels = self._latest_pixels = pictures[i]
+                if plan.speech is None:
+                    self._idle_pixels = pictures[i]
+                if plan.emitted:
+                    self.stats.dropped_renders += 1  # finished after its frame went out
+            plan.done.set()
+
+    def _fallback_pixels(self) -> np.ndarray:
+        """What a frame shows while the renderer is failing: its last idle picture (the avatar
+        at rest, composited over the background as usual), else its last picture, else black."""
+        if self._idle_pixels is not None:
+            return self._idle_pixels
+        if self._latest_pixels is not None:
+            return self._latest_pixels
+        return self._black()
+
+    def _may_render(self) -> bool:
+        """Whether to call the renderer for the next batch: always while it works; after a
+        failure once its back-off is over, unless too many hung renders are still stuck."""
+        if self._fault is None:
+            return True
+        self._hung = [future for future in self._hung if not future.done()]
+        if len(self._hung) >= self.options.max_hung_renders:
+            return False
+        return time.monotonic() >= self._retry_at
+
+    async def _render_guarded(
+        self, requests: list[FrameRequest], reset: bool
+    ) -> list[np.ndarray] | None:
+        """The renderer's pictures for `requests`, or None when it raised, returned something
+        else or did not finish within `render_timeout_s` (recorded as the fault)."""
+        future = self._render_thread.submit(self._render_batch, requests, reset)
+        waiting = asyncio.wrap_future(future)
+        try:
+            # asyncio.wait, not a timeout around the await: a TimeoutError the renderer itself
+            # raises is a failure, not a hang.
+            await asyncio.wait({waiting}, timeout=self.options.render_timeout_s)
+        finally:
+            if not waiting.done():
+                waiting.cancel()  # nobody reads what a hung render returns
+        if waiting.done() and not waiting.cancelled():
+            waiting.exception()  # read here, so asyncio does not log it as never retrieved
+        if not future.done():
+            self._abandon(future)
+            self.stats.render_timeouts += 1
+            self._failed(
+                RENDER_TIMEOUT,
+                f"renderer {self._renderer.name} did not finish a frame within "
+                f"{self.options.render_timeout_s:g} s",
+            )
+            return None
+        error = future.exception()
+        if error is None:
+            return future.result()
+        logger.error("renderer %s failed", self._renderer.name, exc_info=(type(error), error, None))
+        self._failed(RENDER_FAILED, f"renderer {self._renderer.name} failed: {_reason(error)}")
+        return None
+
+    def _abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        """Leave a hung render's thread behind (Python cannot stop a thread) and render on a
+        fresh one from now on; when the hung call returns, its thread ends. A retry may then
+        call the renderer while the hung call is still inside it: `max_hung_renders` bounds
+        how many such calls there can be."""
+        self._hung.append(future)
+        self._render_thread.stop()
+        self._render_thread = _RenderThread()
+        name = self._renderer.name
+        future.add_done_callback(
+            lambda _: logger.warning("a hung render of renderer %s returned after all", name)
+        )
+
+    def _failed(self, code: str, message: str) -> None:
+        self.stats.render_errors += 1
+        previous = self._fault
+        failures = previous.failures + 1 if previous is not None else 1
+        delay = min(
+            self.options.render_retry_s * 2 ** (failures - 1), self.options.render_retry_max_s
+        )
+        self._retry_at = time.monotonic() + delay
+        self._fault = RendererFault(
+            code,
+            message,
+            since=previous.since if previous is not None else time.time(),
+            failures=failures,
+        )
+        logger.warning("%s; showing the fallback picture, trying again in %.1f s", message, delay)
+        if previous is None or (previous.code, previous.message) != (code, message):
+            self._notify_fault()
+
+    def _recovered(self) -> None:
+        assert self._fault is not None
+        logger.info(
+            "renderer %s works again after %d failure(s)",
+            self._renderer.name,
+            self._fault.failures,
+        )
+        self._fault = None
+        self._notify_fault()
+
+    def _notify_fault(self) -> None:
+        for listener in list(self._fault_listeners):
+            try:
+                listener(self._fault)
+            except Exception:
+                # A listener must not stop the renders: this runs inside the render loop.
+                logger.exception("renderer fault listener failed")
 
     def _next_batch(self) -> list[_Plan]:
         batch: list[_Plan] = []
@@ -510,12 +701,76 @@ class AvatarVideoGenerator(VideoGenerator):
             self._renderer.reset()
         pictures = self._renderer.render(requests)
         if len(pictures) != len(requests):
-            raise RuntimeError(
-                f"renderer returned {len(pictures)} frames for {len(requests)} requests"
-            )
-        return pictures
+            raise RuntimeError(f"it returned {len(pictures)} frames for {len(requests)} requests")
+        # A picture of the wrong size or type would fail later, in the publisher, where it
+        # would stop the whole session's video; here it is just a failed render.
+        shape = (self.options.height, self.options.width, 4)
+        for picture in pictures:
+            if not isinstance(picture, np.ndarray) or picture.shape != shape:
+                got = picture.shape if isinstance(picture, np.ndarray) else type(picture).__name__
+                raise RuntimeError(f"it returned a picture of {got}, not {shape}")
+            if picture.dtype != np.uint8:
+                raise RuntimeError(f"it returned {picture.dtype} pixels, not uint8")
+        return list(pictures)
 
     def _black(self) -> np.ndarray:
         frame = np.zeros((self.options.height, self.options.width, 4), dtype=np.uint8)
         frame[..., 3] = 255
         return frame
+
+
+def _reason(error: BaseException) -> str:
+    """A renderer's failure in words for the avatar's state: a coded error's message, an OS
+    error's own words (no path), else the exception's text; never a class name."""
+    if isinstance(error, CodedError):
+        text = error.message
+    elif isinstance(error, OSError):
+        text = short_reason(error)
+    else:
+        text = str(error)
+    text = " ".join(text.split())
+    if not text:
+        return "unexpected error"
+    if len(text) > _FAULT_MESSAGE_CHARS:
+        text = text[: _FAULT_MESSAGE_CHARS - 3] + "..."
+    return text
+
+
+class _RenderThread:
+    """One daemon thread that runs render calls in order.
+
+    Not a ThreadPoolExecutor: its threads are joined when the interpreter exits, so one stuck
+    in a hung renderer would keep the job's process alive forever; a daemon thread does not.
+    """
+
+    _count = itertools.count(1)
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[..., Any], tuple[Any, ...], concurrent.futures.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"avatar-render-{next(self._count)}", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.put((fn, args, future))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the calls already submitted have run."""
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args, future = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as error:  # handed to whoever waits, as an executor does
+                future.set_exception(error)
+            else:
+                future.set_result(result)

@@ -8,6 +8,7 @@ the only difference between the two is where the AudioReceiver gets its audio fr
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,10 @@ from .controls import AvatarControls, InterruptHandler
 from .generator import AvatarVideoGenerator, RuntimeOptions
 from .publisher import AvatarPublisher
 from .state import AvatarState
+
+logger = logging.getLogger("avatar_runtime")
+
+_TRACKS_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -49,7 +54,9 @@ async def start_avatar(
     on_interrupt: InterruptHandler | None = None,
 ) -> RunningAvatar:
     """Load the renderer (off the event loop: it may read files or build models) and start
-    publishing idle frames at once; speech follows as the receiver delivers it.
+    publishing idle frames at once; speech follows as the receiver delivers it. Returns once
+    the avatar's tracks are published (at most `_TRACKS_TIMEOUT_S` later), and only then
+    announces it (state attributes, RPCs).
 
     `state.background` is shown behind the avatar from the next frame on whenever it changes;
     image backgrounds come from `library` (default: the one in `default_backgrounds_dir()`,
@@ -85,6 +92,11 @@ async def start_avatar(
         background=lambda: state.background,
     )
     await publisher.start()
+    # Announce the avatar (state attributes, RPCs) only once its tracks are up: a room closed
+    # while livekit-rtc is still publishing a video track can crash this process (see
+    # AvatarPublisher.wait_for_tracks), and whoever closes rooms acts on the announcement.
+    if not await publisher.wait_for_tracks(_TRACKS_TIMEOUT_S):
+        logger.warning("avatar tracks not up after %.0f s; announcing anyway", _TRACKS_TIMEOUT_S)
     controls = AvatarControls(
         room,
         state,
@@ -92,6 +104,7 @@ async def start_avatar(
         on_interrupt if on_interrupt is not None else publisher.interrupt,
         publisher=publisher,
         shown_emotions=renderer.capabilities.emotions,
+        generator=generator,
     )
     controls.register()
     return RunningAvatar(publisher, controls, state)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from livekit import rtc
 from livekit.agents import (
@@ -94,8 +95,25 @@ def _load_voice(model_path: Path, config_path: Path) -> PiperVoice:
         if voice is None:
             logger.info("loading piper voice %s", model_path.name)
             voice = PiperVoice.load(model_path, config_path=config_path)
+            voice.session = _single_thread_session(model_path)
             _voices[key] = voice
         return voice
+
+
+def _single_thread_session(model_path: Path) -> Any:
+    """piper's default ONNX session runs on every core with spinning worker threads; on the
+    small machines an avatar shares with its renderer and encoder they fight those for the CPU,
+    and a short first piece took 2-4 times as long under load. One thread that sleeps when idle
+    is as fast for the short pieces the first audio waits for."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _silence(sample_rate: int, seconds: float) -> bytes:
@@ -193,27 +211,30 @@ class PiperTTS(tts.TTS):
             pass
         _warmed.add(key)
 
-    def _pcm_iter(self, text: str) -> Iterator[bytes]:
-        """Runs on the TTS thread: piper yields one chunk per sentence it finds. A long first
-        sentence is synthesised in two pieces (see `first_piece`), so its first audio does not
-        wait for all of it."""
+    def _pcm_iter(self, pieces: list[str]) -> Iterator[bytes]:
+        """Runs on the TTS thread: piper yields one chunk per sentence it finds in a piece."""
         voice = self._voice()
-        for piece in first_piece(text):
+        for piece in pieces:
             for chunk in voice.synthesize(piece, syn_config=self._syn_config):
                 yield chunk.audio_int16_bytes
 
-    async def _pcm_chunks(self, text: str) -> AsyncIterator[bytes]:
+    async def _pcm_chunks(self, pieces: list[str]) -> AsyncIterator[bytes]:
         """Stream piper's chunks as they are produced, each ``next()`` off the loop."""
         loop = asyncio.get_running_loop()
-        chunks = self._pcm_iter(text)
+        chunks = self._pcm_iter(pieces)
         while (pcm := await loop.run_in_executor(self._executor, next, chunks, None)) is not None:
             yield pcm
 
-    async def _push_speech(self, text: str, emitter: tts.AudioEmitter) -> None:
-        """Synthesize ``text`` into ``emitter``; non-empty text always yields some audio."""
+    async def _push_speech(
+        self, text: str, emitter: tts.AudioEmitter, budget: int | None = None
+    ) -> int:
+        """Synthesize ``text`` into ``emitter``, in the pieces of `speech_pieces(text,
+        budget)`; non-empty text always yields some audio. Returns the budget for the text
+        that follows in the same utterance."""
+        pieces, budget = speech_pieces(text, budget)
         pushed = 0
         try:
-            async for pcm in self._pcm_chunks(text):
+            async for pcm in self._pcm_chunks(pieces):
                 emitter.push(pcm)
                 pushed += len(pcm)
         except Exception as e:
@@ -221,46 +242,94 @@ class PiperTTS(tts.TTS):
             raise APIError(f"piper synthesis failed: {e}", retryable=False) from e
         if pushed == 0:
             emitter.push(_silence(self.sample_rate, _FILLER_SILENCE_S))
+        return budget
 
 
-FIRST_PIECE_WORDS = (4, 10)
-"""The first piece of a long first sentence: at least 4 words and at most 10, ended at the
-first clause boundary in that span (a comma, a semicolon, a colon, a dash, or before a word
-that opens a clause), else after the 10th word. About 0.5-3 s of speech: piper renders it in
-a fraction of the time a 250-character sentence takes, and a clause boundary is where a
-speaker pauses anyway."""
-_SPLIT_WHEN_LONGER = 16
-"""First sentences of at most this many words are synthesised whole."""
+FIRST_PIECE_WORDS = (2, 6)
+"""The first piece of an utterance: 2 to 6 words, about a second of speech that piper renders
+in well under 300 ms, cut at the first natural break in that span (a comma or other clause
+punctuation, else before a word that opens a clause), else after the 4th word, never right
+after a word that binds to the next one ("the", "of", ...)."""
+_FIRST_CUT_DEFAULT = 4
+PIECE_GROWTH = 3
+"""Each later piece may hold this many times the words of the piece before it: piper renders
+speech several times faster than it is spoken, so the next piece is ready before the one
+playing ends, and the pieces soon become whole sentences."""
 _CLAUSE_WORDS = frozenset(
     "and but or so because although though when while which who that if unless until "
-    "please then".split()
+    "please then before after".split()
 )
-_SENTENCE_END = re.compile(r"[.!?](\s|$)")
+_GLUE_WORDS = frozenset(
+    "a an the of to in on at by for with from into my your our their his her its this "
+    "these those is are was were be will would can could should very".split()
+)
+_WORD = re.compile(r"\S+")
 
 
-def first_piece(text: str) -> list[str]:
-    """`text` as the pieces to synthesise: one, or the first words of a long first sentence
-    and then the rest."""
-    end = _SENTENCE_END.search(text)
-    first_sentence = text[: end.end()] if end else text
-    words = first_sentence.split()
-    if len(words) <= _SPLIT_WHEN_LONGER:
-        return [text]
+def _break_strength(words: list[str], cut: int) -> int:
+    """How natural a pause is between words[cut - 1] and words[cut]: 3 after a sentence,
+    2 after clause punctuation, 1 before a clause word, 0 elsewhere, -1 after a glue word."""
+    before = words[cut - 1]
+    if before.endswith((".", "!", "?", '."', '?"', '!"')):
+        return 3
+    if before.endswith((",", ";", ":")) or before in ("-", "\u2013", "\u2014"):
+        return 2
+    if words[cut].lower().strip(",;:\"'") in _CLAUSE_WORDS:
+        return 1
+    return -1 if before.lower().strip("\"'") in _GLUE_WORDS else 0
+
+
+def speech_pieces(text: str, budget: int | None = None) -> tuple[list[str], int]:
+    """`text` as the pieces to synthesise one after another, and the word budget for the
+    text after it. With `budget` None, `text` opens an utterance: its first piece is short
+    (FIRST_PIECE_WORDS), so the first audio comes after a fraction of the work whatever the
+    length. A later piece holds at most `budget` words, PIECE_GROWTH times the words already
+    cut: piper keeps rendering while the earlier pieces play, so each piece is ready before
+    they have been heard. Pieces end at the strongest break in reach (a sentence's end, then
+    clause punctuation, then before a clause word)."""
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    words = [text[a:b] for a, b in spans]
+    low = FIRST_PIECE_WORDS[0]
+    cuts: list[int] = []
+    start = 0
+    if budget is None:
+        first = _first_cut(words)
+        if first is not None:
+            cuts.append(first)
+            start = first
+        budget = (first or len(words)) * PIECE_GROWTH
+    while len(words) - start > budget + low:  # a shorter rest would be a clipped tail
+        reach = range(start + low, start + budget + 1)
+        cut = max(reach, key=lambda c: (_break_strength(words, c), c))
+        if _break_strength(words, cut) <= 0:
+            # No break in reach: the next one a little further on reads better than a cut
+            # mid-phrase, and the audio already queued leaves time for it.
+            further = range(start + budget + 1, min(len(words) - low, start + 2 * budget) + 1)
+            cut = next((c for c in further if _break_strength(words, c) > 0), cut)
+        cuts.append(cut)
+        budget = cut * PIECE_GROWTH
+        start = cut
+    bounds = [0, *[spans[c][0] for c in cuts], len(text)]
+    pieces = [text[a:b].strip() for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [p for p in pieces if p] or [text], max(budget, len(words) * PIECE_GROWTH)
+
+
+def _first_cut(words: list[str]) -> int | None:
+    """Where the first piece ends (a word index), or None for a text short enough to
+    synthesise whole as fast as a first piece."""
     low, high = FIRST_PIECE_WORDS
-    cut = high
-    for i in range(low, high + 1):
-        if words[i - 1].endswith((",", ";", ":")) or words[i - 1] in ("-", "\u2013", "\u2014"):
-            cut = i
-            break
-        if words[i].lower().strip(",;:") in _CLAUSE_WORDS:
-            cut = i
-            break
-    # Keep the original spacing: find where the cut-th word ends in the text.
-    position = 0
-    for word in words[:cut]:
-        position = text.index(word, position) + len(word)
-    head, rest = text[:position].strip(), text[position:].strip()
-    return [head, rest] if rest else [head]
+    if len(words) <= high:
+        return None
+    for cut in range(low, high + 1):  # the earliest punctuation: a pause the voice makes anyway
+        if _break_strength(words, cut) >= 2:
+            return cut
+    for cut in range(low + 1, high + 1):
+        if _break_strength(words, cut) == 1:
+            return cut
+    cut = _FIRST_CUT_DEFAULT
+    while cut > low and _break_strength(words, cut) < 0:
+        cut -= 1
+    return cut
 
 
 def _log_prewarm_failure(future: concurrent.futures.Future[None]) -> None:
@@ -361,6 +430,7 @@ class PiperSynthesizeStream(tts.SynthesizeStream):
         self, sentences: tokenize.SentenceStream, emitter: tts.AudioEmitter
     ) -> None:
         started = False
+        budget: int | None = None  # only the utterance's first words go out as a short piece
         async for ev in sentences:
             if not (text := ev.token.strip()):
                 continue
@@ -372,6 +442,6 @@ class PiperSynthesizeStream(tts.SynthesizeStream):
                 # hand over the previous sentence's held-back tail before blocking on piper
                 emitter.flush()
             self._mark_started()
-            await self._tts._push_speech(text, emitter)
+            budget = await self._tts._push_speech(text, emitter, budget)
         if started:
             emitter.end_segment()

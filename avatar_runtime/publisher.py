@@ -36,6 +36,16 @@ STATS_ATTRIBUTE = "avatar.stats"
 _CLOSE_TIMEOUT_S = 5.0
 AUDIO_TRACK_NAME = "avatar_audio"
 VIDEO_TRACK_NAME = "avatar_video"
+AV_STREAM = "avatar"
+"""The stream both tracks are published in. Receivers put the tracks of one stream in one
+MediaStream (the SDP's msid) and lip-sync only tracks of the same MediaStream, using the RTCP
+sender reports; without it each track plays out after its own jitter buffer and, with audio's
+buffer the deeper one, the lips lead the voice. Named explicitly rather than left to
+livekit-server's default (which groups by source, camera with microphone), so the pair stays
+one stream whatever else the participant publishes. livekit-server gives subscribers the
+shared stream id only in rooms created with `sync_streams` (CreateRoomRequest, a token's
+RoomConfiguration, or `room.sync_streams` in its config); elsewhere every track is a stream
+of its own and nothing a publisher does makes a receiver lip-sync them."""
 
 
 class AvatarPublisher:
@@ -87,6 +97,7 @@ class AvatarPublisher:
         self._speaking_listeners: list[Callable[[bool], None]] = []
         self.audio_publication: rtc.LocalTrackPublication | None = None
         self.video_publication: rtc.LocalTrackPublication | None = None
+        self._tracks_published = asyncio.Event()
 
     @property
     def pacer(self) -> FramePacer:
@@ -120,6 +131,23 @@ class AvatarPublisher:
             asyncio.create_task(self._publish_stats(), name="avatar-stats"),
         ]
 
+    async def wait_for_tracks(self, timeout: float) -> bool:
+        """Wait until both tracks are published (the first picture triggers it); False if that
+        took longer than `timeout`, or frame forwarding stopped first. livekit-rtc (1.1.21) can
+        segfault when the server closes the room while a video `publish_track` is still in
+        flight (a use-after-free inside its libwebrtc, see docs/livekit-rtc-notes.md), so
+        whoever announces the avatar (its state attributes and RPCs) waits for this first:
+        nobody closes a room on an avatar they have not seen yet."""
+        published = asyncio.ensure_future(self._tracks_published.wait())
+        # Also stop waiting if frame forwarding (which publishes them) has ended.
+        await asyncio.wait(
+            {published, *self._main_tasks[1:2]},
+            timeout=timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        published.cancel()
+        return self._tracks_published.is_set()
+
     async def wait_for_complete(self) -> None:
         await asyncio.gather(*self._main_tasks[:2])
 
@@ -147,10 +175,12 @@ class AvatarPublisher:
         local = self._room.local_participant
         audio_track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._audio_source)
         self.audio_publication = await local.publish_track(
-            audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            audio_track,
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, stream=AV_STREAM),
         )
         video_track = rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK_NAME, self._video_source)
         self.video_publication = await local.publish_track(video_track, self._video_options())
+        self._tracks_published.set()
 
     async def _unpublish_tracks(self) -> None:
         """Take the avatar's tracks off the room, so a participant that stays (the agent,
@@ -173,6 +203,7 @@ class AvatarPublisher:
         pixels_per_second = options.width * options.height * options.fps
         return rtc.TrackPublishOptions(
             source=rtc.TrackSource.SOURCE_CAMERA,
+            stream=AV_STREAM,
             simulcast=False,
             video_encoding=rtc.VideoEncoding(
                 # ~0.2 bits per pixel: talking heads are mostly static and compress well.

@@ -121,6 +121,9 @@ class AvatarSession(_LiveKitAvatarSession):
     `api_secret` (default: the `LIVEKIT_*` variables).
     `backgrounds` and `avatars`: the background library and avatar catalog to use (defaults:
     the shared ones under `AVATAR_CACHE`).
+    `render_timeout_s` (in-process): a render call that takes longer is given up as hung; the
+    avatar then shows its idle picture, reports `renderer_error` in its state and tries the
+    renderer again after a back-off (`RuntimeOptions`).
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class AvatarSession(_LiveKitAvatarSession):
         api_secret: str | None = None,
         backgrounds: BackgroundLibrary | None = None,
         avatars: AvatarCatalog | None = None,
+        render_timeout_s: float = RuntimeOptions.render_timeout_s,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -178,7 +182,11 @@ class AvatarSession(_LiveKitAvatarSession):
         self._avatar = avatar if avatar is not None else avatar_id
         self._avatar_name = avatar_name
         self._options = RuntimeOptions(
-            width=width, height=height, fps=float(fps), audio_sample_rate=audio_sample_rate
+            width=width,
+            height=height,
+            fps=float(fps),
+            audio_sample_rate=audio_sample_rate,
+            render_timeout_s=render_timeout_s,
         )
         self._initial = AvatarState(
             emotion=emotion, intensity=float(intensity), background=background

@@ -17,6 +17,12 @@ class RuntimeStats:
     """Frames whose render was not ready in time, shown as the previous picture instead."""
     dropped_renders: int = 0
     """Renders skipped or thrown away because their frame had already gone out."""
+    fallback_frames: int = 0
+    """Frames that showed the fallback picture because the renderer had failed or hung."""
+    render_errors: int = 0
+    """Render calls that failed: raised, returned no valid pictures or hung."""
+    render_timeouts: int = 0
+    """Of those, the ones given up as hung (longer than the render timeout)."""
     segments: int = 0
     interruptions: int = 0
     render_ms: deque[float] = field(default_factory=lambda: deque(maxlen=300))
@@ -32,6 +38,9 @@ class RuntimeStats:
             "idle_frames": self.idle_frames,
             "repeated_frames": self.repeated_frames,
             "dropped_renders": self.dropped_renders,
+            "fallback_frames": self.fallback_frames,
+            "render_errors": self.render_errors,
+            "render_timeouts": self.render_timeouts,
             "segments": self.segments,
             "interruptions": self.interruptions,
             "render_ms_p50": round(float(np.percentile(render, 50)), 3),

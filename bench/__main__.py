@@ -24,10 +24,12 @@ from tests.livekit_server import running_livekit_server
 from . import (
     control_api,
     foundation,
+    knee,
     library,
     meshwarp,
     offline_render,
     preparation,
+    sync,
     sync_compare,
     wav2lip,
 )
@@ -36,18 +38,20 @@ from .report import (
     control_api_section,
     foundation_section,
     jobs_section,
+    knee_section,
     library_section,
     meshwarp_section,
     offline_render_section,
     preparation_section,
+    sync_section,
     wav2lip_section,
     write_section,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SERVERLESS = {"offline_render", "jobs", "preparation", "wav2lip"}
-"""Benchmarks that need no livekit-server."""
+SERVERLESS = {"offline_render", "jobs", "preparation", "wav2lip", "sync"}
+"""Benchmarks that need no livekit-server (sync starts its own, configured per mode)."""
 
 
 def main() -> int:
@@ -69,13 +73,27 @@ def main() -> int:
             "preparation",
             "wav2lip",
             "library",
+            "sync",
+            "knee",
         ],
         action="append",
     )
     parser.add_argument("--meshwarp-sessions", default="1,2,4,6")
+    parser.add_argument(
+        "--sync-sessions", default="1,3", help="concurrent sessions the sync viewer measures"
+    )
     args = parser.parse_args()
     sessions = [int(n) for n in args.sessions.split(",") if n]
-    everything = ["foundation", "meshwarp", "control_api", "library", "offline_render", "jobs"]
+    everything = [
+        "foundation",
+        "meshwarp",
+        "control_api",
+        "library",
+        "sync",
+        "knee",
+        "offline_render",
+        "jobs",
+    ]
     everything.append("preparation")
     if importlib.util.find_spec("torch") is not None:  # the wav2lip extra (setup's default)
         everything.append("wav2lip")
@@ -92,6 +110,11 @@ def main() -> int:
         jobs.append(("offline_render", lambda server: offline_render.run(), offline_render_section))
     if "library" in only:
         jobs.append(("library", library.run, library_section))
+    if "sync" in only:
+        counts = [int(n) for n in args.sync_sessions.split(",") if n]
+        jobs.append(("sync", lambda server: sync.run(server, counts, repeats=2), sync_section))
+    if "knee" in only:
+        jobs.append(("knee", knee.run, knee_section))
     if "control_api" in only:
         jobs.append(("control_api", control_api.run, control_api_section))
     if "meshwarp" in only:

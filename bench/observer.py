@@ -18,6 +18,8 @@ from livekit import api, rtc
 
 from renderers.testcard import Stamp, byte_to_db, read_stamp
 
+from .lag import best_lag
+
 PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 AUDIO_RATE = 24000
 SILENCE_DB = -60.0
@@ -254,34 +256,20 @@ def estimate_av_offset_ms(
     frame_db = np.clip([byte_to_db(v.stamp.level) for v in frames], SILENCE_DB, 0.0)  # type: ignore[union-attr]
     period = float(np.median(np.diff(frame_times)))
 
-    # Received audio as power over time; a chunk's samples end at its arrival time.
+    # A chunk's samples end at its arrival time.
     chunk_end = np.array([a.arrived for a in audio])
     chunk_len = np.array([a.samples / AUDIO_RATE for a in audio])
-    chunk_power = 10 ** (np.array([a.rms_db for a in audio]) / 10)
-    power_start = chunk_end - chunk_len
-    cumulative = np.concatenate([[0.0], np.cumsum(chunk_power)])
-
-    def window_db(starts: np.ndarray) -> np.ndarray:
-        lo = np.searchsorted(power_start, starts)
-        hi = np.searchsorted(power_start, starts + period)
-        count = np.maximum(hi - lo, 1)
-        mean_power = (cumulative[hi] - cumulative[lo]) / count
-        return np.clip(10 * np.log10(np.maximum(mean_power, 1e-12)), SILENCE_DB, 0.0)
-
-    lags = np.arange(-max_lag_ms, max_lag_ms + 0.5, 1.0) / 1000.0
-    scores = []
-    for lag in lags:
-        heard = window_db(frame_times - lag)
-        if np.std(heard) < 1e-6:
-            scores.append(-1.0)
-            continue
-        scores.append(float(np.corrcoef(heard, frame_db)[0, 1]))
-    best = int(np.argmax(scores))
-    if scores[best] < 0.5:
-        raise ValueError(
-            f"audio and video loudness do not match (best correlation {scores[best]:.2f})"
-        )
-    return float(lags[best] * 1000.0)
+    lag_ms, score = best_lag(
+        frame_times,
+        frame_db,
+        chunk_end - chunk_len,
+        np.array([a.rms_db for a in audio]),
+        period=period,
+        max_lag_ms=max_lag_ms,
+    )
+    if score < 0.5:
+        raise ValueError(f"audio and video loudness do not match (best correlation {score:.2f})")
+    return lag_ms
 
 
 def observer_token(

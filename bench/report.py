@@ -538,6 +538,140 @@ def library_section(results: dict) -> str:
     )
 
 
+def sync_section(results: dict) -> str:
+    """Lip sync and latency as an independent viewer measures them (bench/sync.py)."""
+    machine = results["machine"]
+    reference = results["content_reference"]
+    rows = []
+    for run in results["runs"]:
+        for index, session in enumerate(run["per_session"]):
+            sentences = session["sentences"]
+            lags = [s["lag_ms"] for s in sentences]
+            audio_jb = session["audio_jitter_buffer_ms"] or {}
+            video_jb = session["video_jitter_buffer_ms"] or {}
+            rows.append(
+                [
+                    "on" if run["sync_streams"] else "off (LiveKit default)",
+                    run["sessions"],
+                    index + 1,
+                    session["lag_ms"],
+                    ", ".join("-" if v is None else f"{v:+.0f}" for v in lags),
+                    f"{audio_jb.get('min')}-{audio_jb.get('max')} ({audio_jb.get('median')})",
+                    f"{video_jb.get('min')}-{video_jb.get('max')} ({video_jb.get('median')})",
+                    ", ".join(f"{s['say_to_first_audio_ms']:.0f}" for s in sentences),
+                ]
+            )
+    parts = [
+        "## Sync and latency as an independent viewer measures them",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPUs (`python -m bench --only "
+        "sync`): the agent worker (meshwarp, piper) serving each session, watched by a viewer "
+        "that uses only the livekit SDK: the mouth's opening in the received pictures (a dark "
+        "area in the mouth box found once with MediaPipe's face mesh) against the received "
+        "audio's loudness, nothing from the testcard or the bench's observer. Lag: positive "
+        "when a picture is shown after its sound. Rooms with and without `sync_streams` "
+        "(receivers lip-sync only tracks of one stream; the avatar publishes both in stream "
+        "`avatar`). Sessions run at once; the machine is shared, so spreads are shown.",
+        "",
+        f"Reference without any transport (an offline MP4 of the same renderer and speech): "
+        f"{reference['lag_ms']:+.0f} ms (correlation {reference['correlation']}); that is the "
+        "renderer's own motion, so a viewer in perfect sync measures about this.",
+        "",
+        "Goal: the offset within +-40 ms of the reference under load (3-4 sessions).",
+        "",
+        _table(
+            [
+                "sync_streams",
+                "sessions",
+                "session",
+                "session lag (ms)",
+                "lag per sentence (ms)",
+                "audio jitter buffer min-max (median) ms",
+                "video jitter buffer min-max (median) ms",
+                "say to first audible audio per sentence (ms)",
+            ],
+            rows,
+        ),
+    ]
+    tts = results.get("tts_first_audio")
+    if tts:
+        parts += [
+            "",
+            "Time to first audio out of the local voice (PiperTTS alone, text pushed whole as "
+            "`session.say` does; goal < 300 ms whatever the length):",
+            "",
+            _table(
+                ["text", "characters", "median (ms)", "every run (ms)"],
+                [
+                    [label, t["chars"], t["median_ms"], ", ".join(f"{v:.0f}" for v in t["ms"])]
+                    for label, t in tts.items()
+                ],
+            ),
+        ]
+    startup = results.get("startup")
+    if startup:
+        parts += [
+            "",
+            "From `POST /avatars` to the first video frame (control API, agent worker in dev "
+            "mode, a viewer with the answer's token), medians in ms from the request:",
+            "",
+            _table(["step", "median (ms)"], [[k, v] for k, v in startup["median_ms"].items()]),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def knee_section(results: dict) -> str:
+    """Sessions to the knee with independent viewers (bench/knee.py)."""
+    machine = results["machine"]
+    goal = results["goal"]
+    rows = [
+        [
+            step["sessions"],
+            ", ".join(f"{v:.2f}" for v in step["fps_mean"]),
+            ", ".join(f"{v:.0f}" for v in step["fps_worst_second"]),
+            ", ".join("-" if v is None else f"{v:+.0f}" for v in step["offset_ms"]),
+            f"{step['cpu_percent_per_session']}%",
+            step["pss_mb_per_session"],
+            "yes" if step["passed"] else "no",
+        ]
+        for step in results["steps"]
+    ]
+    parts = [
+        "## Sessions to the knee (meshwarp, end to end)",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPUs (`python -m bench "
+        "--only knee`): the agent worker (`python -m agent dev`, meshwarp, piper) serving "
+        "every session as `make demo` does, each session watched by its own independent "
+        "viewer (`bench/viewer.py`: the livekit SDK decoding every frame, lips timed from "
+        "the pictures against the audio's loudness). Sessions are added one at a time; at "
+        "each step all of them speak at once. A step passes when every viewer gets at "
+        f"least {goal['min_fps']} fps and its lips stay within "
+        f"+-{goal['max_abs_offset_ms']:.0f} ms of where the renderer itself puts them "
+        "(offset = measured lag minus the "
+        f"renderer's own {results['content_reference']['lag_ms']:+.0f} ms on an offline "
+        "MP4). Viewers, livekit-server and the worker share the machine.",
+        "",
+        f"**Knee: {results['knee_sessions']} session(s)** on this machine.",
+        "",
+        _table(
+            [
+                "sessions",
+                "fps per viewer (mean)",
+                "fewest frames in a second",
+                "offset per session (ms)",
+                "worker CPU per session",
+                "worker PSS per session (MB)",
+                "passed",
+            ],
+            rows,
+        ),
+        "",
+        "CPU per session: the worker's process tree (rendering, VP8 and Opus encoding, "
+        "piper), 100% = one core.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
 def write_section(path: Path, name: str, markdown: str) -> None:
     """Replace (or append) the block between this section's markers in the report."""
     text = path.read_text() if path.exists() else HEADER

@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from avatar_runtime import EMOTIONS, parse_background, valid_backgrounds
 from avatar_runtime.avatars import canonical_id
@@ -38,6 +38,9 @@ log = logging.getLogger("control_api")
 AGENT_SAY = "agent.say"
 AGENT_INTERRUPT = "agent.interrupt"
 _WS_HEARTBEAT_S = 20.0
+MAX_CLIENT_MESSAGE_BYTES = 4096
+"""The longest message a client may send on `WS /ws/{session_id}` (a ping is 16 bytes)."""
+_WS_MAX_FRAME_BYTES = 64 * 1024
 
 
 async def _link(request: web.Request) -> SessionLink:
@@ -150,7 +153,9 @@ async def interrupt(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.WebSocketResponse:
     link = await _link(request)
-    ws = web.WebSocketResponse(heartbeat=_WS_HEARTBEAT_S, max_msg_size=4096)
+    # The frame limit is aiohttp's (over it, it closes with 1009 and no words); a message over
+    # MAX_CLIENT_MESSAGE_BYTES but under it is told why before the socket closes.
+    ws = web.WebSocketResponse(heartbeat=_WS_HEARTBEAT_S, max_msg_size=_WS_MAX_FRAME_BYTES)
     await ws.prepare(request)
     queue = link.subscribe()
     await ws.send_json({"type": "state", "session": link.describe()})
@@ -166,16 +171,22 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     sender = asyncio.create_task(forward(), name=f"ws-{link.session_id}")
     try:
         async for message in ws:
-            if message.type != WSMsgType.TEXT:
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
-            if _is_ping(message.data):
+            data = message.data
+            if len(data.encode() if isinstance(data, str) else data) > MAX_CLIENT_MESSAGE_BYTES:
+                text = f"a message is at most {MAX_CLIENT_MESSAGE_BYTES} bytes"
+                await ws.send_json({"type": "error", "code": "message_too_large", "message": text})
+                await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=text.encode())
+                break
+            if message.type == WSMsgType.TEXT and _is_ping(data):
                 await ws.send_json({"type": "pong"})
             else:
                 await ws.send_json(
                     {
                         "type": "error",
                         "code": "invalid_message",
-                        "message": 'this socket only accepts {"type": "ping"}',
+                        "message": 'this socket only accepts the JSON text {"type": "ping"}',
                     }
                 )
     finally:
@@ -189,6 +200,6 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 def _is_ping(text: str) -> bool:
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
         return False
     return isinstance(message, dict) and message.get("type") == "ping"

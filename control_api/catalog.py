@@ -134,6 +134,7 @@ async def upload_background(request: web.Request) -> web.Response:
         sniff=sniff_format,
         sniff_error=("invalid_image", "the file is not a PNG, JPEG or WebP image"),
         declared_types=("image/",),
+        idle_timeout_s=request.app[SETTINGS].body_idle_timeout_s,
     )
     async with uploads.receive(request, rules, library.directory) as upload:
         background_id = upload.fields.get("id")

@@ -70,6 +70,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     """A JSON body, on every route but those that take data: URIs (max_data_uri_body_bytes)."""
     max_say_chars: int = 1000
+    body_idle_timeout_s: float = 30.0
+    """The longest wait for the next bytes of a request body (an upload, a JSON body) before it
+    is refused with 408 and its partial file removed: a stalled client holds nothing longer."""
     session_idle_timeout_s: float = 300.0
     """A session nobody (but the agent) has been in for this long is closed."""
     rpc_timeout_s: float = 5.0
@@ -168,6 +171,7 @@ class Settings:
                 _number(env, "AVATAR_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024, 1 << 30)
             ),
             session_idle_timeout_s=_number(env, "AVATAR_SESSION_IDLE_TIMEOUT_S", 300, 5, 86400),
+            body_idle_timeout_s=_number(env, "AVATAR_BODY_IDLE_TIMEOUT_S", 30, 1, 3600),
             cache_dir=default_cache_dir(),
             backgrounds_dir=optional_path("AVATAR_BACKGROUNDS_DIR"),
             avatars_dir=optional_path("AVATAR_AVATARS_DIR"),

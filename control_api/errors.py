@@ -25,6 +25,7 @@ _STATUS_CODES: Mapping[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
@@ -76,6 +77,19 @@ def error_response(error: ApiError) -> web.Response:
     response = web.json_response(error.body(), status=error.status, headers=error.headers)
     response[ERROR_CODE] = error.code
     return response
+
+
+def body_timeout(seconds: float) -> ApiError:
+    """408 for a request body that stopped arriving (`Settings.body_idle_timeout_s`). The
+    connection is closed: the rest of the body may still come, and must not be read as the
+    next request."""
+    return ApiError(
+        408,
+        "request_timeout",
+        f"the request body stalled: no bytes arrived for {seconds:g} s "
+        "(AVATAR_BODY_IDLE_TIMEOUT_S); send the body without pauses",
+        headers={"Connection": "close"},
+    )
 
 
 def not_found(what: str, identifier: str, code: str = "not_found") -> ApiError:

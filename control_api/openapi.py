@@ -94,7 +94,7 @@ NOT_BLANK = f"[^{_SPACES}]"
 
 def _url(*, data: bool = False) -> Schema:
     """What jobs/inputs.py accepts as a URL: http(s), or also a data: URI (trimmed first)."""
-    schemes = _HTTP + (r"|[dD][aA][tT][aA]:" if data else "")
+    schemes = _HTTP + (r"|[dD][aA][tT][aA]:[^,]*," if data else "")  # a data: URI has a ","
     return {
         "type": "string",
         "pattern": f"^{SPACE}*(?:{schemes})",
@@ -320,6 +320,19 @@ SESSION = _component(
         speaking=BOOLEAN,
         emotions={"type": "array", "items": STRING},
         emotion_shown=BOOLEAN,
+        renderer_error={
+            "oneOf": [
+                {"type": "null"},
+                reply(
+                    ["code", "message", "since"],
+                    code={"enum": ["render_failed", "render_timeout"]},
+                    message=STRING,
+                    since=STRING,
+                ),
+            ],
+            "description": "Why the renderer is not drawing (the idle picture shows); null "
+            "while it works.",
+        },
         participants={
             "type": "array",
             "items": reply(["identity", "name", "kind"], identity=STRING, name=STRING, kind=STRING),

@@ -12,6 +12,20 @@ agent's voice pipeline never mistakes it for the user) that
 
 Nothing here imports the agent: the room is the only thing the two share. Rooms outlive this
 process; after a restart a session is found again from its room's metadata.
+
+Rooms do not outlive a restart of a single livekit-server: it forgets them. Its participants
+(this one, the agent, viewers) reconnect to the server that comes back and, by joining, create
+an empty room of the same name, without our metadata and without the agent dispatch. Such a
+session is lost: when this participant reconnects, the hub asks LiveKit whether the room is
+still the one it created (it still carries the metadata) and otherwise ends the session
+(`session_ended`, then 404) and deletes the room, which ends the agent's job in it. A session
+is never reported live from a room the server lost.
+
+An agent that dies (its job process killed or crashed) leaves the room without saying so: its
+worker removes its participant (agent/dead_jobs.py), or the server drops it after ~20 s. A
+departure of the session's agent that the agent did not initiate is answered with an
+`agent_lost` event and a new dispatch (LiveKit dispatches nothing again by itself), up to
+MAX_REDISPATCHES times per session; past that the session ends.
 """
 
 from __future__ import annotations
@@ -22,7 +36,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +67,20 @@ AGENT_READY_ATTRIBUTE = "agent.ready"
 CONTROL_IDENTITY_PREFIX = "control-api-"
 EVENT_QUEUE_SIZE = 256
 _REAP_INTERVAL_S = 5.0
+_ROOM_CHECK_ATTEMPTS = 5
+MAX_REDISPATCHES = 2
+"""New agents a session gets after its agent died, before it is ended instead."""
+_ORDERLY_LEAVES = (
+    rtc.DisconnectReason.CLIENT_INITIATED,  # its job ended (the user left, a duplicate, ...)
+    rtc.DisconnectReason.ROOM_DELETED,
+    rtc.DisconnectReason.ROOM_CLOSED,
+    rtc.DisconnectReason.SERVER_SHUTDOWN,  # the whole room goes: see `_check_room`
+    rtc.DisconnectReason.DUPLICATE_IDENTITY,
+    rtc.DisconnectReason.MIGRATION,
+)
+"""Ways the agent leaves that are no death: anything else (removed by its worker, a signal
+connection that closed or timed out) gets the session a new agent."""
+_ROOM_CHECK_RETRY_S = 1.0
 _CONNECT_TIMEOUT_S = 10.0
 _KIND_NAMES = {
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD: "standard",
@@ -126,14 +154,25 @@ class SessionLink:
         self.watcher: asyncio.Future[None] | None = None  # the hub's forget-when-closed task
         self.agent_joined = asyncio.Event()
         self.dispatch_watch: asyncio.Task[None] | None = None
+        self.on_reconnected: Callable[[SessionLink], None] | None = None
+        """Called when this participant has reconnected to LiveKit (the hub checks the room)."""
+        self.on_agent_lost: Callable[[SessionLink], None] | None = None
+        """Called when the session's agent left the room without leaving by itself."""
+        self.redispatches = 0
+        self._agent_identity: str | None = None  # the agent the avatar speaks for, once known
         self._closing: asyncio.Future[None] | None = None
         self._known_state: dict[str, Any] | None = None
         """The avatar's state as last answered or published (see `state`); None: not read."""
+        self._in_doubt = False
+        """Reconnecting, or reconnected and not yet known to be in the same room: the avatar
+        is not reported as connected (the room may be one a restarted server made anew)."""
         room = self.room
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)
         room.on("participant_attributes_changed", self._on_attributes_changed)
         room.on("disconnected", self._on_disconnected)
+        room.on("reconnecting", self._on_reconnecting)
+        room.on("reconnected", self._on_reconnected)
 
     @property
     def session_id(self) -> str:
@@ -185,7 +224,7 @@ class SessionLink:
 
     @property
     def avatar(self) -> rtc.RemoteParticipant | None:
-        if self._avatar_identity is None:
+        if self._avatar_identity is None or self._in_doubt:
             return None
         return self.room.remote_participants.get(self._avatar_identity)
 
@@ -332,8 +371,13 @@ class SessionLink:
         publishes the avatar's state)."""
         if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             self.agent_joined.set()
+        if self._in_doubt:
+            return  # `room_confirmed` notices everyone again
         if self._avatar_identity is None and EMOTION_ATTRIBUTE in participant.attributes:
             self._avatar_identity = participant.identity
+            self._agent_identity = (
+                participant.attributes.get(PUBLISH_ON_BEHALF) or participant.identity
+            )
             self._known_state = None
             self._publish({"type": "avatar_connected", "identity": participant.identity})
 
@@ -359,6 +403,27 @@ class SessionLink:
             self._avatar_identity = None
             self._known_state = None
             self._publish({"type": "avatar_disconnected", "identity": participant.identity})
+        if participant.identity == self._agent_identity:
+            self._agent_identity = None
+            reason = participant.disconnect_reason
+            if reason not in _ORDERLY_LEAVES and self._closing is None and not self._in_doubt:
+                # Not a job that ended and left: a dead process (removed by its worker, or
+                # timed out by the server).
+                log.warning(
+                    "session %s: its agent %s is gone (%s)",
+                    self.session_id,
+                    participant.identity,
+                    rtc.DisconnectReason.Name(reason) if reason is not None else "unknown",
+                )
+                self._publish(
+                    {
+                        "type": "agent_lost",
+                        "session_id": self.session_id,
+                        "identity": participant.identity,
+                    }
+                )
+                if self.on_agent_lost is not None:
+                    self.on_agent_lost(self)
 
     def _on_attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if not isinstance(participant, rtc.RemoteParticipant):
@@ -383,6 +448,23 @@ class SessionLink:
             kind = "speaking_started" if changes["speaking"] else "speaking_stopped"
             self._publish({"type": kind, "session_id": self.session_id})
 
+    def _on_reconnecting(self) -> None:
+        log.warning("session %s: lost LiveKit, reconnecting", self.session_id)
+        self._in_doubt = True
+
+    def room_confirmed(self) -> None:
+        """The hub found the room still ours after a reconnection: report the avatar again."""
+        if not self._in_doubt:
+            return
+        self._in_doubt = False
+        for participant in self.room.remote_participants.values():
+            self._notice(participant)
+
+    def _on_reconnected(self) -> None:
+        log.info("session %s: reconnected to LiveKit", self.session_id)
+        if self.on_reconnected is not None and not self.closed.is_set():
+            self.on_reconnected(self)
+
     def _on_disconnected(self, reason: Any) -> None:
         log.info("session %s: room closed (%s)", self.session_id, reason)
         if self._closing is None:
@@ -399,6 +481,7 @@ class SessionHub:
         self._lock = asyncio.Lock()
         self._lkapi: api.LiveKitAPI | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
 
     @property
     def lkapi(self) -> api.LiveKitAPI:
@@ -429,6 +512,8 @@ class SessionHub:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        for check in list(self._checks):
+            check.cancel()
         links = list(self._links.values())
         self._links.clear()
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
@@ -475,7 +560,7 @@ class SessionHub:
             if await self._list_rooms([session_id]):
                 raise _exists(session_id)
             record = SessionRecord(session_id, avatar_id, utc_now())
-            job_metadata = json.dumps({"avatar_id": avatar_id, "session_id": session_id})
+            job_metadata = _job_metadata(record)
             await self._livekit(
                 self.lkapi.room.create_room(
                     api.CreateRoomRequest(
@@ -483,6 +568,8 @@ class SessionHub:
                         metadata=record.metadata(),
                         empty_timeout=int(self._settings.session_idle_timeout_s),
                         departure_timeout=int(self._settings.session_idle_timeout_s),
+                        # Viewers lip-sync the avatar's audio and video only in such rooms.
+                        sync_streams=True,
                         # Dispatched with the room, in one call, instead of LiveKit's default
                         # dispatch to unnamed agents.
                         agents=[
@@ -551,12 +638,94 @@ class SessionHub:
             raise ApiError(
                 503, "livekit_unavailable", f"could not join session '{record.session_id}': {error}"
             ) from None
+        link.on_reconnected = self._check_room_later
+        link.on_agent_lost = self._redispatch_later
         old = self._links.get(record.session_id)
         self._links[record.session_id] = link
         if old is not None:
             await old.close()
         link.watcher = asyncio.ensure_future(self._forget_when_closed(link))
         return link
+
+    def _redispatch_later(self, link: SessionLink) -> None:
+        task = asyncio.create_task(self._redispatch(link), name=f"redispatch-{link.session_id}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _redispatch(self, link: SessionLink) -> None:
+        """Dispatch a new agent to a session whose agent died; end the session when that
+        keeps happening (a job that dies at every start would otherwise loop forever)."""
+        if link.redispatches >= MAX_REDISPATCHES:
+            log.error(
+                "session %s: its agent died %d times; ending the session",
+                link.session_id,
+                link.redispatches + 1,
+            )
+            link.report_error("agent_failed", "the agent kept failing; the session was ended")
+            with contextlib.suppress(ApiError):
+                await self.delete(link.session_id)
+            await link.close()
+            return
+        if link.closed.is_set() or self._links.get(link.session_id) is not link:
+            return
+        link.redispatches += 1
+        link.agent_joined.clear()
+        request = api.CreateAgentDispatchRequest(
+            agent_name=self._settings.agent_name,
+            room=link.session_id,
+            metadata=_job_metadata(link.record),
+        )
+        log.info("session %s: dispatching a new agent", link.session_id)
+        try:
+            joined = await dispatch_until_joined(self.lkapi, request, link.agent_joined.is_set)
+        except (TwirpError, aiohttp.ClientError, OSError) as error:
+            log.warning("session %s: could not dispatch a new agent: %s", link.session_id, error)
+            joined = False
+        if not joined and not link.closed.is_set():
+            link.report_error(
+                "agent_unavailable",
+                f"no agent '{self._settings.agent_name}' joined again; check that a worker runs",
+            )
+
+    def _check_room_later(self, link: SessionLink) -> None:
+        task = asyncio.create_task(self._check_room(link), name=f"check-{link.session_id}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check_room(self, link: SessionLink) -> None:
+        """After `link` reconnected: end its session if LiveKit lost the room (a restarted
+        server; the room there now is one that the reconnecting participants made anew)."""
+        for attempt in range(_ROOM_CHECK_ATTEMPTS):
+            try:
+                rooms = await self._list_rooms([link.session_id])
+                break
+            except ApiError as error:
+                if attempt == _ROOM_CHECK_ATTEMPTS - 1:
+                    # Unknown is not live. Should the room still be ours, the next request
+                    # for the session finds it again (`get`).
+                    log.warning(
+                        "session %s: could not check its room (%s); leaving it",
+                        link.session_id,
+                        error.message,
+                    )
+                    await link.close()
+                    return
+                await asyncio.sleep(_ROOM_CHECK_RETRY_S)
+        if rooms and SessionRecord.from_room(rooms[0]) is not None:
+            # The same room: the server kept it (a network blip, or a LiveKit cluster).
+            link.room_confirmed()
+            return
+        if link.closed.is_set() or self._links.get(link.session_id) is not link:
+            return
+        log.warning(
+            "session %s: LiveKit lost its room (was the server restarted?); ending the session",
+            link.session_id,
+        )
+        with contextlib.suppress(ApiError):
+            # Delete the room the reconnecting participants recreated: the agent's job in it
+            # ends, and viewers are told, instead of staying in a room no session owns.
+            await self.delete(link.session_id)
+        await link.close()  # also when the delete failed: never report the session as live
 
     async def _forget_when_closed(self, link: SessionLink) -> None:
         await link.closed.wait()
@@ -594,6 +763,11 @@ class SessionHub:
                     )
                     with contextlib.suppress(ApiError):
                         await self.delete(link.session_id)
+
+
+def _job_metadata(record: SessionRecord) -> str:
+    """What the agent's job is dispatched with (agent/avatar_source.py reads it)."""
+    return json.dumps({"avatar_id": record.avatar_id, "session_id": record.session_id})
 
 
 def _exists(session_id: str) -> ApiError:

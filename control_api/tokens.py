@@ -43,8 +43,11 @@ def mint_token(
         token = token.with_name(name)
     if dispatch_agent and settings.agent_name:
         # The worker registers with an explicit agent name, so it is only sent to rooms that ask.
+        # sync_streams: a room this token creates lets viewers lip-sync the avatar's tracks.
         token = token.with_room_config(
-            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=settings.agent_name)])
+            api.RoomConfiguration(
+                agents=[api.RoomAgentDispatch(agent_name=settings.agent_name)], sync_streams=True
+            )
         )
     return token.to_jwt()
 

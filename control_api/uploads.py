@@ -11,6 +11,8 @@ nothing else is in it), and the client gets one of these, in the error shape of 
 * 400 `invalid_multipart`: no boundary, no opening or closing boundary, a malformed or too
   long part header, a part without Content-Disposition, a body that ends early, a part sent
   with a transfer encoding;
+* 408 `request_timeout`: no bytes of the body arrived for `Rules.idle_timeout_s` (a client
+  that stalls, or dribbles its body slower than that);
 * 413 `payload_too_large`: the file (or the declared body) is over the limit, which it names;
 * 415 `unsupported_media_type`: the body is not `multipart/form-data`;
 * 422 `invalid_field`: no file, an unknown field, a field sent twice, two files, an empty
@@ -34,7 +36,7 @@ from typing import BinaryIO
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import ApiError
+from .errors import ApiError, body_timeout
 
 CHUNK_BYTES = 256 * 1024
 HEAD_BYTES = 16
@@ -73,6 +75,9 @@ class Rules:
     declared_types: tuple[str, ...] = ()
     """Prefixes of the part Content-Types accepted (`image/`); empty: any. A part without one,
     or sent as application/octet-stream, is judged by its bytes alone."""
+    idle_timeout_s: float = 30.0
+    """The longest wait for the body's next bytes (Settings.body_idle_timeout_s): a client
+    that stalls gets a 408 and its partial file is removed, instead of holding both forever."""
 
 
 @dataclass
@@ -172,7 +177,9 @@ async def _read(reader: MultipartReader, rules: Rules, path: Path, out: BinaryIO
     upload: Upload | None = None
     while True:
         try:
-            part = await reader.next()
+            part = await asyncio.wait_for(reader.next(), rules.idle_timeout_s)
+        except TimeoutError:
+            raise body_timeout(rules.idle_timeout_s) from None
         except _READ_ERRORS:
             where = "after a part" if upload is not None or fields else "at its start"
             raise _malformed(
@@ -214,7 +221,9 @@ async def _read(reader: MultipartReader, rules: Rules, path: Path, out: BinaryIO
 async def _read_chunk(part: BodyPartReader, rules: Rules) -> bytes:
     """The part's next bytes, b"" at its end."""
     try:
-        return await part.read_chunk(CHUNK_BYTES)
+        return await asyncio.wait_for(part.read_chunk(CHUNK_BYTES), rules.idle_timeout_s)
+    except TimeoutError:
+        raise body_timeout(rules.idle_timeout_s) from None
     except _READ_ERRORS:
         raise _malformed(
             rules, "the multipart body ended before the closing boundary of a part"

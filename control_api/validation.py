@@ -3,6 +3,7 @@ fields, or ApiError."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -13,7 +14,8 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from .errors import ApiError
+from .context import SETTINGS
+from .errors import ApiError, body_timeout
 
 # LiveKit accepts more, but a conservative charset keeps names safe in URLs, logs and shells.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -65,12 +67,32 @@ def _too_large(request: web.Request, limit: BodyLimit) -> ApiError:
     )
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, as `request.read()` reads it (held to `client_max_size`, which
+    body_limit_middleware sets per route), but 408 `request_timeout` when no bytes arrive for
+    `Settings.body_idle_timeout_s`: a stalled client does not hold its handler forever."""
+    timeout = request.app[SETTINGS].body_idle_timeout_s
+    body = bytearray()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.readany(), timeout)
+        except TimeoutError:
+            raise body_timeout(timeout) from None
+        if not chunk:
+            return bytes(body)
+        body.extend(chunk)
+        if len(body) > request.client_max_size:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=request.client_max_size, actual_size=len(body)
+            )
+
+
 async def json_object(
     request: web.Request, *, allowed: Collection[str], required: Collection[str] = ()
 ) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` fields and every `required` one. An empty
     body is an empty object ("all defaults")."""
-    raw = await request.read()  # over the route's limit: 413 (body_limit_middleware)
+    raw = await read_body(request)  # over the route's limit: 413 (body_limit_middleware)
     if not raw.strip():
         body: Any = {}
     else:

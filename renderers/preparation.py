@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
@@ -339,6 +339,83 @@ class PackageWriter:
         info = tarfile.TarInfo(name)
         info.mtime, info.mode = self._mtime, 0o644
         return info
+
+
+# -- reading a package someone else made ------------------------------------------------------
+
+MAX_PACKAGE_BYTES = 8 * 1024**3
+"""The most content a package's members may declare together (a tar bomb's sparse or
+truncated members declare far more than the file holds)."""
+MAX_PACKAGE_MEMBERS = 100_000
+"""The most members a package may have (a 300 s video at 25 fps has about 15,000)."""
+
+
+def package_member_path(member: tarfile.TarInfo) -> PurePosixPath | None:
+    """The member's path relative to the package root (None for "." itself), or
+    PreparationError('invalid_package') saying why it is unsafe: only regular files and
+    directories with relative names without `..` are allowed, so that unpacking or reading a
+    package can never reach outside it."""
+    name = member.name
+    shown = _shown(name)
+    if not (member.isfile() or member.isdir()) or member.issparse():
+        if member.issym():
+            kind = "a symbolic link"
+        elif member.islnk():
+            kind = "a hard link"
+        elif member.isfifo():
+            kind = "a named pipe"
+        elif member.ischr() or member.isblk():
+            kind = "a device"
+        elif member.issparse():
+            kind = "a sparse file"
+        else:
+            kind = "a special file"
+        raise _rejected(f"member '{shown}' is {kind}; only files and directories are allowed")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name) or "\\" in name:
+        raise _rejected(f"member '{shown}' has control characters or backslashes in its name")
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        raise _rejected(f"member '{shown}' has an absolute path")
+    parts = [part for part in PurePosixPath(name).parts if part != "."]
+    if ".." in parts:
+        raise _rejected(f"member '{shown}' points outside the package ('..')")
+    if not parts:
+        if member.isfile():
+            raise _rejected("a member has an empty name")
+        return None
+    return PurePosixPath(*parts)
+
+
+def package_members(
+    tar: tarfile.TarFile,
+    *,
+    max_members: int = MAX_PACKAGE_MEMBERS,
+    max_bytes: int = MAX_PACKAGE_BYTES,
+) -> Iterator[tuple[tarfile.TarInfo, PurePosixPath]]:
+    """The members of a package tar with their checked paths (`package_member_path`), read
+    one header at a time, so that a refusal comes before anything past the limits is read:
+    PreparationError('invalid_package') for an unsafe member, more than `max_members`
+    members or more than `max_bytes` of declared content. tarfile's own errors (a damaged
+    or cut-short tar) pass through."""
+    members = total = 0
+    for member in tar:
+        members += 1
+        if members > max_members:
+            raise _rejected(f"it has more than {max_members} members")
+        relative = package_member_path(member)
+        if relative is None:
+            continue
+        total += member.size
+        if total > max_bytes:
+            raise _rejected(f"it unpacks to more than {max_bytes / 1024**2:.0f} MiB")
+        yield member, relative
+
+
+def _rejected(why: str) -> PreparationError:
+    return PreparationError("invalid_package", why)
+
+
+def _shown(name: str) -> str:
+    return name[:120].encode("unicode_escape").decode("ascii")
 
 
 @contextmanager

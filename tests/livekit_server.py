@@ -150,6 +150,8 @@ rtc:
     includes: [127.0.0.0/8]
 keys:
   {api_key}: {api_secret}
+room:
+  sync_streams: true
 logging:
   level: info
 """

@@ -46,8 +46,26 @@ def _env(**overrides: str) -> dict[str, str]:
         ({"AVATAR_MODE": "sideways"}, "AVATAR_MODE='sideways' is not valid"),
         ({"AVATAR_FPS": "abc"}, "AVATAR_FPS='abc' must be a whole number"),
         ({}, "cannot reach LiveKit at ws://127.0.0.1:"),
+        ({"AVATAR_RENDERERS": "oops"}, "AVATAR_RENDERERS entry 'oops' must be name=package."),
+        ({"AVATAR_RENDER_TIMEOUT_S": "0"}, "AVATAR_RENDER_TIMEOUT_S=0 must be between 0.1"),
+        (  # a renderer of one's own is registered, chosen and loaded: only LiveKit is missing
+            {
+                "AVATAR_RENDERERS": "faultcard=tests.fault_renderer:FaultcardRenderer",
+                "AVATAR_RENDERER": "faultcard",
+            },
+            "cannot reach LiveKit at ws://127.0.0.1:",
+        ),
     ],
-    ids=["unknown-renderer", "missing-source", "bad-mode", "bad-fps", "unreachable-livekit"],
+    ids=[
+        "unknown-renderer",
+        "missing-source",
+        "bad-mode",
+        "bad-fps",
+        "unreachable-livekit",
+        "bad-extra-renderer",
+        "bad-render-timeout",
+        "extra-renderer",
+    ],
 )
 def test_bad_configuration_fails_at_start_with_one_clear_line(
     overrides: dict[str, str], expected: str

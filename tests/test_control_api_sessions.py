@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,7 +36,7 @@ from avatar_runtime import (
 )
 from control_api.config import Settings
 from tests.control_api_client import AUTH, assert_error, make_settings, png_bytes, start_client
-from tests.livekit_server import LiveKitServer, make_token
+from tests.livekit_server import LiveKitServer, make_token, pdeathsig_preexec
 
 pytestmark = pytest.mark.livekit
 
@@ -269,26 +271,59 @@ async def test_a_room_that_is_not_a_session_is_not_one(
 async def test_delete_closes_the_room_and_everyone_leaves(
     client: TestClient, livekit_server: LiveKitServer
 ) -> None:
-    # A participant that carries the avatar's state but publishes nothing: the room is closed
-    # under it. (A live publisher kicked by the server inside this test process has crashed
-    # livekit-rtc now and then; the end-to-end test closes a session under the real worker.)
-    session_id = _session_id()
-    await _create(client, session_id)
-    avatar = rtc.Room()
-    token = make_token(livekit_server, AVATAR, session_id, attributes={"avatar.emotion": "neutral"})
-    await avatar.connect(livekit_server.url, token)
-    try:
-        await _avatar_connected(client, session_id)
+    # The room is closed under the real, live avatar (publishing audio and video in this
+    # process): see also test_rooms_closed_under_live_avatars_never_kill_the_process.
+    async with session_with_avatar(client, livekit_server) as (session_id, avatar):
+        assert avatar.running.publisher.video_publication is not None
         resp = await client.delete(f"/avatars/{session_id}", headers=AUTH)
         assert await resp.json() == {"session_id": session_id, "deleted": True}
-        await _wait_for(lambda: not avatar.isconnected(), 5, "the avatar to be disconnected")
-    finally:
-        await avatar.disconnect()
+        await _wait_for(lambda: not avatar.room.isconnected(), 5, "the avatar to be disconnected")
     assert (await client.get(f"/avatars/{session_id}", headers=AUTH)).status == 404
     async with api.LiveKitAPI(
         livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret
     ) as lk:
         assert not (await lk.room.list_rooms(api.ListRoomsRequest(names=[session_id]))).rooms
+
+
+ROOM_CLOSE_ROUNDS = 20
+
+
+async def test_rooms_closed_under_live_avatars_never_kill_the_process(
+    livekit_server: LiveKitServer,
+) -> None:
+    """The server closes the room under a live, speaking in-process avatar, round after round,
+    as soon as the avatar is announced (tests/room_close_child.py). livekit-rtc segfaults when
+    that happens while a video track is still being published; before start_avatar waited for
+    its tracks this child died by SIGSEGV within 0-10 rounds, four runs out of four."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-X",
+        "faulthandler",
+        "-m",
+        "tests.room_close_child",
+        livekit_server.url,
+        livekit_server.http_url,
+        livekit_server.api_key,
+        livekit_server.api_secret,
+        str(ROOM_CLOSE_ROUNDS),
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=pdeathsig_preexec(),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    rounds = out.decode().count(" ok")
+    tail = err.decode(errors="replace")[-3000:]
+    assert proc.returncode is not None and proc.returncode >= 0, (
+        f"killed by {signal.Signals(-(proc.returncode or 0)).name} after {rounds} rounds:\n{tail}"
+    )
+    assert proc.returncode == 0, tail
+    assert rounds == ROOM_CLOSE_ROUNDS
 
 
 async def test_sessions_survive_a_restart_of_the_control_api(
@@ -488,17 +523,19 @@ async def test_websocket_reports_state_changes_participants_and_the_end(
                 f"/avatars/{session_id}/emotion", json={"emotion": "surprised"}, headers=AUTH
             )
             assert resp.status == 200
+            # The avatar's first state may come as a change too when its attributes reach the
+            # control API after its join (it announces itself once its tracks are up).
             changed = await _next_event(ws, "state_changed")
-            while "emotion" not in changed["changes"]:
+            while changed["changes"].get("emotion") != "surprised":
                 changed = await _next_event(ws, "state_changed")
             assert changed["changes"]["emotion"] == "surprised"
             assert changed["session"]["emotion"] == "surprised"
 
-        # The stand-in avatar has left (see test_delete_closes_the_room_and_everyone_leaves).
-        await client.delete(f"/avatars/{session_id}", headers=AUTH)
-        ended = await _next_event(ws, "session_ended")
-        assert ended["session_id"] == session_id
-        closing = await ws.receive(timeout=5)
-        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            # Closed under the live avatar.
+            await client.delete(f"/avatars/{session_id}", headers=AUTH)
+            ended = await _next_event(ws, "session_ended")
+            assert ended["session_id"] == session_id
+            closing = await ws.receive(timeout=5)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     finally:
         await ws.close()

@@ -15,7 +15,7 @@ import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,8 @@ from avatar_runtime import (
 )
 from avatar_runtime import controls as ctl
 from bench.observer import RoomObserver
+from renderers import VideoFormat
+from renderers.testcard import TestcardRenderer
 from tests.livekit_server import LiveKitServer, make_token
 from tests.test_publisher import Recorder, speech
 
@@ -144,6 +146,7 @@ async def test_set_emotion_answers_the_new_state_and_publishes_it(live: Live) ->
         "speaking": False,
         "emotions": [],
         "emotion_shown": False,
+        "renderer_error": None,
     }
     assert live.attributes()[ctl.EMOTIONS_ATTRIBUTE] == "[]"
     await live.wait_attribute(ctl.EMOTION_ATTRIBUTE, "happy")
@@ -159,6 +162,7 @@ async def test_set_emotion_answers_the_new_state_and_publishes_it(live: Live) ->
         "speaking": False,
         "emotions": [],
         "emotion_shown": False,
+        "renderer_error": None,
     }
     await live.wait_attribute(ctl.INTENSITY_ATTRIBUTE, "0.7")
 
@@ -205,6 +209,7 @@ async def test_invalid_requests_answer_rpc_errors_that_list_what_is_valid(live: 
         "speaking": False,
         "emotions": [],
         "emotion_shown": False,
+        "renderer_error": None,
     }
 
     # An image id registered after the avatar started is valid at once.
@@ -397,4 +402,66 @@ async def test_speech_stopped_and_restarted_within_one_write_still_shows_the_sto
         assert seen[before:] == ["false", "true"]
     finally:
         controls.unregister()
+        await asyncio.wait_for(room.disconnect(), 15)
+
+
+class BreakableTestcard(TestcardRenderer):
+    """The testcard, raising while `broken` is set."""
+
+    def __init__(self, video: VideoFormat) -> None:
+        super().__init__(video)
+        self.broken = False
+
+    def render(self, requests):  # noqa: ANN001, ANN201 - as the base
+        if self.broken:
+            raise RuntimeError("the model ran out of memory")
+        return super().render(requests)
+
+
+async def test_a_failing_renderer_is_in_the_state_and_its_attribute_until_it_recovers(
+    livekit_server: LiveKitServer,
+) -> None:
+    room_name = f"controls-{uuid.uuid4().hex[:8]}"
+    room = rtc.Room()
+    await room.connect(
+        livekit_server.url,
+        make_token(livekit_server, AVATAR, room_name, can_update_own_metadata=True),
+    )
+    renderer = BreakableTestcard(VideoFormat(128, 128, 30))
+    options = replace(
+        RuntimeOptions(128, 128, 30, RATE), render_retry_s=0.2, render_retry_max_s=0.2
+    )
+    avatar = await start_avatar(
+        room, QueueAudioOutput(sample_rate=RATE), renderer=renderer, source=None, options=options
+    )
+    viewer = RoomObserver(livekit_server.url, make_token(livekit_server, "viewer", room_name))
+    try:
+        await viewer.connect()
+        await viewer.wait_for(lambda: len(viewer.video) >= 10, 15, "the avatar's video")
+        live = Live(avatar, QueueAudioOutput(), viewer, BackgroundLibrary())
+        await live.wait_attribute(ctl.SPEAKING_ATTRIBUTE, "false")
+        assert ctl.state_from_attributes(live.attributes())["renderer_error"] is None
+
+        renderer.broken = True
+        await viewer.wait_for(
+            lambda: ctl.RENDERER_ERROR_ATTRIBUTE in live.attributes(), 3, "the error attribute"
+        )
+        error = ctl.state_from_attributes(live.attributes())["renderer_error"]
+        assert error["code"] == "render_failed"
+        assert error["message"] == "renderer testcard failed: the model ran out of memory"
+        assert error["since"].endswith("Z")
+        assert (await live.call(ctl.GET_STATE))["renderer_error"] == error
+        frames = len(viewer.video)
+        await asyncio.sleep(1.0)
+        # The video goes on (its rate with another session beside it: tests/test_faults.py).
+        assert len(viewer.video) - frames >= 15, "the video stopped while the renderer failed"
+
+        renderer.broken = False
+        await viewer.wait_for(
+            lambda: ctl.RENDERER_ERROR_ATTRIBUTE not in live.attributes(), 3, "the error to clear"
+        )
+        assert (await live.call(ctl.GET_STATE))["renderer_error"] is None
+    finally:
+        await asyncio.wait_for(viewer.aclose(), 15)
+        await asyncio.wait_for(avatar.aclose(), 15)
         await asyncio.wait_for(room.disconnect(), 15)

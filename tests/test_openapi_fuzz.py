@@ -61,10 +61,13 @@ BUDGET_S = 120.0
 2-core machine, so this fails only when the fuzz runs away (a request that hangs, a budget
 raised by mistake), not when the machine is busy."""
 
-NAMES_NOTHING = frozenset({"invalid_avatar", "invalid_background", "invalid_image"})
+NAMES_NOTHING = frozenset(
+    {"invalid_avatar", "invalid_background", "invalid_image", "invalid_package", "invalid_audio"}
+)
 """Codes of a 422 that a schema-valid request may still get: an avatar or background id that
 matches the id rule but names nothing in this service's catalog (the document cannot list
-what will exist), or an upload whose bytes are not an image (a schema says "binary")."""
+what will exist), or an upload or data: URI whose bytes are not an image, an avatar package
+or audio (a schema says "binary" or "string")."""
 
 
 def _document() -> dict[str, Any]:

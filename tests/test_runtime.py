@@ -7,9 +7,11 @@ paced like rtc.AVSynchronizer consumes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -312,7 +314,232 @@ async def test_crashing_renderer_keeps_audio_flowing() -> None:
     items = await collect(generator, until=lambda items: items[-1][0] == "end")
     await generator.aclose()
     assert len(speech_audio(items)) == 30
-    assert generator.stats.repeated_frames > 0
+    assert count(items, "video") == 30
+    assert generator.stats.render_errors >= 1
+    assert generator.stats.fallback_frames > 0
+    assert generator.renderer_error is not None
+    assert generator.renderer_error.code == "render_failed"
+
+
+# -- a renderer that fails or hangs: the fallback picture, the fault, the retry ------------------
+
+
+class FaultyRenderer(Renderer):
+    """Draws frame k as a flat picture with k (mod 256) in its first pixel and 1 (speech) or 0
+    (idle) in the second; raises while `broken`, blocks while `hanging` is set (until
+    `release` is), and records which thread ran each call."""
+
+    name = "faulty"
+    capabilities = RendererCapabilities(sample_rate=16000, batch_size=1)
+
+    def __init__(self, video: VideoFormat) -> None:
+        super().__init__(video)
+        self.broken = False
+        self.hanging = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.hung_calls = 0
+        self.good_threads: list[str] = []
+        self.hung_threads: list[str] = []
+
+    def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        self.calls += 1
+        if self.hanging.is_set():
+            self.hung_calls += 1
+            self.hung_threads.append(threading.current_thread().name)
+            self.release.wait(30)
+        if self.broken:
+            raise RuntimeError("the model ran out of memory")
+        self.good_threads.append(threading.current_thread().name)
+        pictures = []
+        for request in requests:
+            frame = np.full((self.video.height, self.video.width, 4), 90, dtype=np.uint8)
+            frame[0, 0, 0] = request.index % 256
+            frame[0, 0, 1] = 1 if request.is_speech else 0
+            pictures.append(frame)
+        return pictures
+
+
+def picture_of(frame: rtc.VideoFrame) -> tuple[int, bool]:
+    """(frame index mod 256, is speech) as FaultyRenderer drew them."""
+    first = np.frombuffer(frame.data, dtype=np.uint8)[:2]
+    return int(first[0]), bool(first[1])
+
+
+def is_one_idle_picture(shown: set[tuple[int, bool]], last_seen: int) -> bool:
+    """`shown` is one idle picture, the last one drawn: the one seen last, or one drawn just
+    after it and not shown yet (pictures are drawn up to a few frames ahead)."""
+    if len(shown) != 1:
+        return False
+    index, speech = next(iter(shown))
+    return not speech and (index - last_seen) % 256 <= LEAD
+
+
+class PacedConsumer:
+    """Reads the generator the way AvatarPublisher does (audio LEAD frames ahead of pictures),
+    taking each frame's audio when a real 30 fps playback would, and keeps what it got."""
+
+    def __init__(self, generator: AvatarVideoGenerator) -> None:
+        generator.lead_audio(LEAD)
+        self.generator = generator
+        self.video: list[tuple[float, rtc.VideoFrame]] = []
+        self.audio: list[tuple[float, rtc.AudioFrame]] = []
+        self.kinds: list[str] = []
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        start = time.perf_counter()
+        async for item in self.generator:
+            now = time.perf_counter()
+            if isinstance(item, rtc.VideoFrame):
+                self.video.append((now, item))
+                self.kinds.append("video")
+            elif isinstance(item, rtc.AudioFrame):
+                self.audio.append((now, item))
+                self.kinds.append("audio")
+                # The audio source takes a frame's audio once the one LEAD frames back played.
+                due = start + (len(self.audio) - LEAD) / FPS
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+
+    def now(self) -> int:
+        return len(self.video)
+
+    async def until_frames(self, n: int, timeout: float = 20.0) -> None:
+        deadline = time.perf_counter() + timeout
+        while len(self.video) < n:
+            assert time.perf_counter() < deadline, f"only {len(self.video)} of {n} frames came"
+            assert not self._task.done(), "the generator stopped"
+            await asyncio.sleep(0.01)
+
+    def fps(self, first: int, last: int) -> float:
+        times = [t for t, _ in self.video[first:last]]
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def max_gap(self, first: int, last: int) -> float:
+        return float(np.diff([t for t, _ in self.video[first:last]]).max())
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.generator.aclose()
+
+
+MAX_GAP_S = 0.3
+"""The longest a paced consumer may wait for a frame while the renderer fails (it is never
+blocked by the renderer: the render timeout is longer, 0.6 s)."""
+
+
+def fault_options(**overrides: float) -> RuntimeOptions:
+    values = {"render_timeout_s": 0.6, "render_retry_s": 0.2, "render_retry_max_s": 0.4}
+    values.update(overrides)
+    return replace(RuntimeOptions(64, 64, FPS, OUT_RATE), **values)
+
+
+async def test_a_renderer_that_raises_shows_the_idle_picture_reports_it_and_recovers() -> None:
+    renderer = FaultyRenderer(VideoFormat(64, 64, FPS))
+    generator = AvatarVideoGenerator(renderer, fault_options())
+    faults: list[dict | None] = []
+    generator.add_fault_listener(lambda f: faults.append(f.to_dict() if f else None))
+    consumer = PacedConsumer(generator)
+    try:
+        await consumer.until_frames(20)
+        idle_index, speech = picture_of(consumer.video[-1][1])
+        assert not speech and generator.renderer_error is None
+
+        renderer.broken = True
+        broke_at = consumer.now()
+        speech_from = len(consumer.audio)
+        for frame in frames_of(tone_burst_audio(2.0, [])):
+            await generator.push_audio(frame)
+        await generator.push_audio(AudioSegmentEnd())
+        await consumer.until_frames(broke_at + 75)  # 2.5 s: the speech and some idle after it
+        fault = generator.renderer_error
+        assert fault is not None and fault.code == "render_failed"
+        assert "out of memory" in fault.message and "Error" not in fault.message
+        assert faults and faults[0] is not None and faults[0]["code"] == "render_failed"
+        assert set(faults[0]) == {"code", "message", "since"}
+        assert fault.failures >= 2, "the renderer was not tried again after its back-off"
+
+        # Every frame still came, at 30 fps, each with exactly its own audio: the 2 s of
+        # speech in full, one picture per 1/30 s of audio.
+        broken_frames = consumer.video[broke_at + 5 : broke_at + 75]
+        assert consumer.fps(broke_at, broke_at + 75) >= 27
+        # (a loaded machine stalls a consumer now and then; a blocked generator would stall it
+        # for the render timeout and more)
+        assert consumer.max_gap(broke_at, broke_at + 75) < MAX_GAP_S
+        speech_out = [
+            f for _, f in consumer.audio[speech_from:] if not (f.userdata or {}).get(IDLE_AUDIO_KEY)
+        ]
+        assert len(speech_out) == 2 * FPS
+        assert sum(f.samples_per_channel for f in speech_out) == 2 * OUT_RATE
+        pairs = (len(consumer.kinds) - LEAD) // 2
+        assert consumer.kinds[LEAD : LEAD + 2 * pairs] == ["audio", "video"] * pairs
+        # ... and the picture is the last idle one: no speech picture, no new frame drawn.
+        assert is_one_idle_picture({picture_of(f) for _, f in broken_frames}, idle_index)
+        assert generator.stats.fallback_frames >= 70
+
+        renderer.broken = False
+        fixed_at = consumer.now()
+        await consumer.until_frames(fixed_at + 30)  # back-off <= 0.4 s, then renders again
+        assert generator.renderer_error is None
+        assert faults[-1] is None
+        last_index, _ = picture_of(consumer.video[-1][1])
+        assert last_index == (len(consumer.video) - 1) % 256, "the renderer draws again"
+        assert consumer.fps(fixed_at, fixed_at + 30) >= 27
+    finally:
+        await consumer.stop()
+
+
+async def test_a_hung_renderer_is_given_up_retried_on_a_fresh_thread_and_capped() -> None:
+    renderer = FaultyRenderer(VideoFormat(64, 64, FPS))
+    generator = AvatarVideoGenerator(renderer, fault_options(max_hung_renders=2))
+    consumer = PacedConsumer(generator)
+    try:
+        await consumer.until_frames(20)
+        first_thread = renderer.good_threads[-1]
+        idle_index, _ = picture_of(consumer.video[-1][1])
+
+        renderer.hanging.set()
+        hung_at = consumer.now()
+        speech_from = len(consumer.audio)
+        for frame in frames_of(tone_burst_audio(1.0, [])):
+            await generator.push_audio(frame)
+        await generator.push_audio(AudioSegmentEnd())
+        # The timeout (0.6 s), a retry that hangs too (after 0.2 s, given up 0.6 s later),
+        # then no more: two threads are stuck, the most it accepts.
+        await consumer.until_frames(hung_at + 75)
+        fault = generator.renderer_error
+        assert fault is not None and fault.code == "render_timeout"
+        assert renderer.hung_calls == 2
+        assert len(set(renderer.hung_threads)) == 2, "a retry ran on the thread that hung"
+        assert generator.stats.render_timeouts == 2
+
+        # The hang never stopped the frames or the audio.
+        assert consumer.fps(hung_at, hung_at + 75) >= 27
+        assert consumer.max_gap(hung_at, hung_at + 75) < MAX_GAP_S
+        speech_out = [
+            f for _, f in consumer.audio[speech_from:] if not (f.userdata or {}).get(IDLE_AUDIO_KEY)
+        ]
+        assert len(speech_out) == FPS
+        shown = {picture_of(f) for _, f in consumer.video[hung_at + 25 : hung_at + 75]}
+        assert is_one_idle_picture(shown, idle_index)
+
+        # Still capped: nothing more was tried while both threads are stuck.
+        await consumer.until_frames(hung_at + 90)
+        assert renderer.hung_calls == 2
+
+        renderer.hanging.clear()
+        renderer.release.set()  # the stuck calls return (their pictures are thrown away)
+        released_at = consumer.now()
+        await consumer.until_frames(released_at + 30)
+        assert generator.renderer_error is None
+        assert renderer.good_threads[-1] not in {first_thread, *renderer.hung_threads}
+        last_index, _ = picture_of(consumer.video[-1][1])
+        assert last_index == (len(consumer.video) - 1) % 256
+    finally:
+        renderer.release.set()
+        await consumer.stop()
 
 
 @pytest.mark.parametrize("tts_rate", [16000, 22050, 24000, 44100, 48000])

@@ -131,7 +131,7 @@ def _declared_length(exchange: Exchange, policy: FetchPolicy) -> int | None:
         return None
     declared = int(raw)
     if declared > policy.max_bytes:
-        raise _too_large(policy, declared)
+        raise _too_large(policy.max_bytes, declared)
     return declared
 
 
@@ -152,14 +152,23 @@ def _body_chunks(exchange: Exchange, declared: int | None, target: Target) -> It
 
 
 def _save_data_uri(url: str, dest: Path, policy: FetchPolicy) -> FetchedFile:
+    media_type, data = decode_data_uri(url, policy.max_bytes)
+    size = _save([data], dest, policy)
+    media = media_type or "text/plain"
+    return FetchedFile(dest, size, media, f"data:{media}")
+
+
+def decode_data_uri(url: str, max_bytes: int) -> tuple[str, bytes]:
+    """(the media type as declared, lower case, "" when none; the bytes) of a `data:` URI, or
+    FetchError `url_invalid` / `download_too_large` (over `max_bytes`)."""
     header, comma, payload = url[5:].partition(",")
     if not comma:
         raise FetchError("url_invalid", "data: URI has no ',' before its data")
     media_type, *params = header.split(";")
     if any(p.strip().lower() == "base64" for p in params):
         text = "".join(unquote(payload).split())
-        if len(text) // 4 * 3 > policy.max_bytes + 3:  # refuse before decoding it all
-            raise _too_large(policy, len(text) // 4 * 3)
+        if len(text) // 4 * 3 > max_bytes + 3:  # refuse before decoding it all
+            raise _too_large(max_bytes, len(text) // 4 * 3)
         text = text.translate(str.maketrans("-_", "+/"))  # accept the URL-safe alphabet too
         try:
             data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
@@ -167,11 +176,9 @@ def _save_data_uri(url: str, dest: Path, policy: FetchPolicy) -> FetchedFile:
             raise FetchError("url_invalid", "data: URI is not valid base64") from None
     else:
         data = unquote_to_bytes(payload)
-    if len(data) > policy.max_bytes:
-        raise _too_large(policy, len(data))
-    size = _save([data], dest, policy)
-    media = _media_type(media_type) or "text/plain"
-    return FetchedFile(dest, size, media, f"data:{media}")
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes, len(data))
+    return _media_type(media_type) or "", data
 
 
 def _copy_local(source: Path, dest: Path, policy: FetchPolicy, url: str) -> FetchedFile:
@@ -191,7 +198,7 @@ def _save(chunks: Iterable[bytes], dest: Path, policy: FetchPolicy) -> int:
         for chunk in chunks:
             total += len(chunk)
             if total > policy.max_bytes:
-                raise _too_large(policy, None)
+                raise _too_large(policy.max_bytes, None)
             try:
                 out.write(chunk)
             except OSError as error:  # disk full: not the remote side's fault, say so
@@ -216,8 +223,8 @@ def _atomic_file(dest: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def _too_large(policy: FetchPolicy, size: int | None) -> FetchError:
-    limit = _human_bytes(policy.max_bytes)
+def _too_large(max_bytes: int, size: int | None) -> FetchError:
+    limit = _human_bytes(max_bytes)
     shown = f" ({_human_bytes(size)})" if size is not None else ""
     return FetchError("download_too_large", f"download is larger than {limit}{shown}")
 

@@ -32,6 +32,7 @@ async def upload(request: web.Request) -> web.Response:
         max_bytes=system.settings.jobs_max_upload_bytes,
         limit_name="AVATAR_JOBS_MAX_UPLOAD_BYTES",
         usage="send multipart/form-data with one part named 'file'",
+        idle_timeout_s=system.settings.body_idle_timeout_s,
     )
     folder = secrets.token_hex(16)
     directory = links.files_root(system.paths.jobs_dir) / folder

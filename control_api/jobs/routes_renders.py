@@ -17,6 +17,7 @@ from avatar_runtime import EMOTIONS
 from ..context import AVATARS, JOBS
 from ..errors import ApiError, not_found
 from ..validation import json_object, one_of
+from .fetch import FetchError, decode_data_uri
 from .inputs import RENDER_FIELDS, InputError, render_input
 from .routes_internal import job_details
 from .store import CANCELLED, COMPLETED, FAILED, Job
@@ -41,7 +42,59 @@ async def _validated(request: web.Request) -> dict[str, Any]:
         if not await asyncio.to_thread(catalog.__contains__, avatar_id):
             ids = await asyncio.to_thread(catalog.ids)
             one_of(avatar_id, ids, field="avatar", code="invalid_avatar")
+    settings = request.app[JOBS].settings
+    for field in ("image_url", "audio_url"):
+        url = job_input.get(field)
+        if url is not None and url[:5].lower() == "data:":
+            # Files sent inline are checked now, in a thread (an image is decoded), so that a
+            # bad one is refused before a job is made for it; URLs are the worker's to fetch.
+            await asyncio.to_thread(_check_inline, field, url, settings.max_upload_bytes)
     return job_input
+
+
+_IMAGE_TYPES = ("", "application/octet-stream", "application/x-tar")
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+"""gzip, bzip2 and xz: a compressed package is refused as one (it must come uncompressed)."""
+
+
+def _check_inline(field: str, url: str, max_bytes: int) -> None:
+    """ApiError unless the data: URI in `field` holds a file the render can use: any bytes for
+    the audio (its worker decodes it), an image that decodes (PNG, JPEG or WebP, within the
+    pixel limit) or a safe avatar package TAR (wav2lip's) for the image."""
+    from renderers import RendererError
+    from renderers.vision.portrait import load_image, sniff_format
+    from renderers.wav2lip.package import check_package_tar
+
+    # The bytes are what the document cannot describe: their own codes, as for an upload.
+    code = "invalid_image" if field == "image_url" else "invalid_audio"
+    try:
+        media, data = decode_data_uri(url, max_bytes)
+    except FetchError as error:  # not base64, no ',', or more than the upload limit
+        raise ApiError(422, code, f"'{field}': {error.message}") from None
+    if not data:
+        raise ApiError(422, code, f"'{field}' is a data: URI without any data")
+    if field != "image_url":
+        return
+    if media and not media.startswith("image/") and media not in _IMAGE_TYPES:
+        raise ApiError(
+            422,
+            "invalid_image",
+            f"'image_url' must be an image or an avatar package, not {media[:80]!r}",
+        )
+    try:
+        if sniff_format(data[:16]) is not None:
+            load_image(data)
+        elif data[257:262] == b"ustar" or data.startswith(_COMPRESSED):  # a package TAR
+            check_package_tar(data, "the image_url package")
+        else:
+            raise ApiError(
+                422,
+                "invalid_image",
+                "'image_url' is not a PNG, JPEG or WebP image, nor an avatar package TAR",
+            )
+    except RendererError as error:
+        code = "invalid_package" if error.code == "invalid_package" else "invalid_image"
+        raise ApiError(422, code, error.message) from None
 
 
 async def submit(request: web.Request) -> web.Response:

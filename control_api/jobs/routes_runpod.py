@@ -19,6 +19,7 @@ from aiohttp import web
 from renderers.errors import CodedError
 
 from ..context import JOBS
+from ..validation import read_body
 from .inputs import InputError, prepare_destination, prepare_input
 from .system import runpod_body
 
@@ -42,7 +43,7 @@ class RunPodError(CodedError):
 
 
 async def _request_body(request: web.Request) -> tuple[dict[str, Any], str | None]:
-    raw = await request.read()
+    raw = await read_body(request)  # 413 past the body limit, 408 for a stalled body
     try:
         body = json.loads(raw) if raw.strip() else None
     except (ValueError, RecursionError):

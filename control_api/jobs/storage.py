@@ -30,18 +30,22 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from renderers.errors import CodedError, short_reason
+from renderers.preparation import (
+    MAX_PACKAGE_BYTES,
+    MAX_PACKAGE_MEMBERS,
+    PreparationError,
+    package_members,
+)
 
 log = logging.getLogger("control_api.jobs")
 
 UPLOAD_FAILED = "Failed to upload avatar to S3: "
 """The RunPod contract's message prefix (seed 000), followed by a short reason."""
 PACKAGE_CONTENT_TYPE = "application/x-tar"
-MAX_PACKAGE_BYTES = 8 * 1024**3
-MAX_PACKAGE_MEMBERS = 100_000
 MAX_S3_KEY_BYTES = 1024
 # The avatar catalog's id rule and its own id (avatar_runtime.backgrounds.ID_PATTERN,
 # avatar_runtime.avatars.DEFAULT_AVATAR), repeated because importing avatar_runtime loads
@@ -323,23 +327,18 @@ def _unpack(package: Path, staging: Path, *, max_bytes: int, max_members: int) -
         raise StorageError("invalid_package", "the avatar package file is missing") from None
     except (tarfile.TarError, OSError):
         raise StorageError("invalid_package", "the avatar package is not a TAR file") from None
-    files = members = total = 0
+    files = 0
     try:
         with tar:
-            for member in tar:
-                members += 1
-                if members > max_members:
-                    raise _invalid(f"it has more than {max_members} members")
-                relative = _member_path(member)
-                if relative is None:  # "." itself
-                    continue
+            # Each member is checked (renderers.preparation.package_members) before it is
+            # unpacked: files and directories only, inside the package, within the limits.
+            for member, relative in package_members(
+                tar, max_members=max_members, max_bytes=max_bytes
+            ):
                 destination = staging.joinpath(*relative.parts)
                 if member.isdir():
                     destination.mkdir(parents=True, exist_ok=True)
                     continue
-                total += member.size
-                if total > max_bytes:
-                    raise _invalid(f"it unpacks to more than {max_bytes / 1024**2:.0f} MiB")
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 if source is None:  # cannot happen for a regular file; refuse, do not guess
@@ -347,6 +346,8 @@ def _unpack(package: Path, staging: Path, *, max_bytes: int, max_members: int) -
                 with source, open(destination, "wb") as out:
                     shutil.copyfileobj(source, out, _COPY_CHUNK)
                 files += 1
+    except PreparationError as error:
+        raise _invalid(error.message) from None
     except (tarfile.TarError, EOFError):
         raise _invalid("it is damaged or cut short") from None
     except (IsADirectoryError, NotADirectoryError, FileExistsError):
@@ -357,36 +358,6 @@ def _unpack(package: Path, staging: Path, *, max_bytes: int, max_members: int) -
         ) from None
     if files == 0:
         raise _invalid("it contains no files")
-
-
-def _member_path(member: tarfile.TarInfo) -> PurePosixPath | None:
-    """The member's path relative to the package root, or StorageError when it is unsafe."""
-    name = member.name
-    shown = _shown(name)
-    if not (member.isfile() or member.isdir()):
-        if member.issym():
-            kind = "a symbolic link"
-        elif member.islnk():
-            kind = "a hard link"
-        elif member.isfifo():
-            kind = "a named pipe"
-        elif member.ischr() or member.isblk():
-            kind = "a device"
-        else:
-            kind = "a special file"
-        raise _invalid(f"member '{shown}' is {kind}; only files and directories are allowed")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name) or "\\" in name:
-        raise _invalid(f"member '{shown}' has control characters or backslashes in its name")
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
-        raise _invalid(f"member '{shown}' has an absolute path")
-    parts = [part for part in PurePosixPath(name).parts if part != "."]
-    if ".." in parts:
-        raise _invalid(f"member '{shown}' points outside the package ('..')")
-    if not parts:
-        if member.isfile():
-            raise _invalid("a member has an empty name")
-        return None
-    return PurePosixPath(*parts)
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

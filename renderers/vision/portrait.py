@@ -16,6 +16,10 @@ from .face_mesh import FaceMesh, face_mesh
 from .geometry import as_rgb
 
 FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_IMAGE_PIXELS = 40_000_000
+"""The largest picture decoded (a 40 MP photo is about 120 MB as RGB): a file of a few KiB can
+claim 100000x100000 pixels (a decompression bomb), so the size in its header is checked
+before anything is decoded. avatar_runtime.offline's OfflineRenderLimits uses the same."""
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -50,6 +54,9 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
             # Pillow only warns about very large images; treat those as errors too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[kind]) as opened:
+                width, height = opened.size  # from the header: nothing is decoded yet
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise _too_large(name, f"it is {width}x{height} pixels")
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
@@ -57,13 +64,27 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
                     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                     image = Image.alpha_composite(white, rgba)
                 rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise RendererError("image_too_large", f"{name} is too large: {exc}") from exc
+    except RendererError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own limit (raised while reading the header) is above ours: far too big.
+        raise _too_large(name, "it claims far more pixels than that") from None
+    except Image.UnidentifiedImageError as exc:  # its str() shows a Python object's repr
+        raise RendererError(
+            "corrupt_image", f"{name} looks like {kind} but its header is damaged"
+        ) from exc
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... here
         raise RendererError(
             "corrupt_image", f"{name} looks like {kind} but cannot be decoded: {exc}"
         ) from exc
     return rgb
+
+
+def _too_large(name: str, size: str) -> RendererError:
+    return RendererError(
+        "image_too_large",
+        f"{name} is too large: at most {MAX_IMAGE_PIXELS} pixels are taken, and {size}",
+    )
 
 
 def analyse_portrait(rgb: np.ndarray, *, min_size: int = 128, min_face: int = 64) -> FaceMesh:

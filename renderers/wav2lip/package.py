@@ -18,11 +18,15 @@ import pickle
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ..base import RendererError
+from ..errors import short_reason
+from ..vision.portrait import MAX_IMAGE_PIXELS
 
 _FRAME_DIRS = ("full_imgs", "face_imgs")
 _SAFE_PICKLE_GLOBALS = {
@@ -64,17 +68,18 @@ def load_package(source: Path, width: int, height: int, *, max_frames: int) -> W
     """Load the package at `source` (directory or .tar) framed to width x height.
     RendererError('invalid_package') says what is missing or wrong."""
     source = Path(source)
+    # Messages name the package by its name alone: they reach users (a render's error).
     if source.is_dir():
         with _DirectoryReader(source) as reader:
-            return _load(reader, width, height, max_frames, str(source))
+            return _load(reader, width, height, max_frames, source.name)
     if source.is_file() and tarfile.is_tarfile(source):
-        with _TarReader(source) as reader:
-            return _load(reader, width, height, max_frames, str(source))
+        with _TarReader(source.open("rb"), source.name) as reader:
+            return _load(reader, width, height, max_frames, source.name)
     if not source.exists():
-        raise RendererError("source_unreadable", f"avatar package {source} does not exist")
+        raise RendererError("source_unreadable", f"avatar package {source.name} does not exist")
     raise RendererError(
         "invalid_package",
-        f"{source} is not a wav2lip avatar package: give a package directory or its .tar",
+        f"{source.name} is not a wav2lip avatar package: give a package directory or its .tar",
     )
 
 
@@ -117,29 +122,71 @@ class _DirectoryReader(_Reader):
             return (self.root / name).read_bytes()
         except OSError as error:
             raise RendererError(
-                "source_unreadable", f"cannot read {self.root / name}: {error}"
+                "source_unreadable", f"cannot read {name}: {short_reason(error)}"
             ) from None
 
 
 class _TarReader(_Reader):
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    """The members of an uncompressed package tar in `file` (which it closes), read in place,
+    never unpacked. Every member is checked first (renderers.preparation.package_members:
+    files and directories only, no `..` or absolute names, at most MAX_PACKAGE_MEMBERS members
+    and MAX_PACKAGE_BYTES declared), and none may claim bytes past the file's end."""
+
+    def __init__(self, file: BinaryIO, name: str) -> None:
+        from ..preparation import PreparationError, package_members
+
+        self.file, self.label = file, name
         try:
-            self.tar = tarfile.open(path)
-            members = self.tar.getmembers()
-        except (OSError, tarfile.TarError) as error:
-            raise RendererError("invalid_package", f"cannot read {path}: {error}") from None
-        # Regular files only; a package may name them './full_imgs/...' or 'id/full_imgs/...'.
-        self.members = {_member_name(m.name): m for m in members if m.isfile()}
-        self.names = set(self.members)
+            size = file.seek(0, io.SEEK_END)
+            file.seek(0)
+            # "r:", not "r": a compressed tar could expand to far more than its file holds.
+            self.tar = tarfile.open(fileobj=file, mode="r:")
+            members = {}
+            for member, relative in package_members(self.tar):
+                if member.isfile():
+                    if member.offset_data + member.size > size:
+                        raise _invalid(f"{name} is damaged or cut short")
+                    # A package may name them './full_imgs/...' or 'id/full_imgs/...'.
+                    members[_member_name(relative.as_posix())] = member
+        except PreparationError as error:
+            file.close()
+            raise _invalid(f"{name} is not a safe avatar package: {error.message}") from None
+        except tarfile.ReadError:
+            file.close()
+            raise _invalid(f"{name} is not an uncompressed TAR, or is damaged") from None
+        except (OSError, tarfile.TarError, EOFError):
+            file.close()
+            raise _invalid(f"{name} is damaged or cut short") from None
+        except BaseException:
+            file.close()
+            raise
+        self.members = members
+        self.names = set(members)
 
     def read(self, name: str) -> bytes:
-        handle = self.tar.extractfile(self.members[name])
-        assert handle is not None
-        return handle.read()
+        try:
+            handle = self.tar.extractfile(self.members[name])
+            assert handle is not None  # a regular file (checked above)
+            return handle.read()
+        except (OSError, tarfile.TarError, EOFError):
+            raise _invalid(f"{self.label}: {name} cannot be read") from None
 
     def __exit__(self, *exc: object) -> None:
         self.tar.close()
+        self.file.close()
+
+
+def check_package_tar(data: bytes, name: str = "package") -> None:
+    """RendererError('invalid_package') unless `data` is an uncompressed wav2lip package tar
+    with a coords.pkl whose every member is safe: what `load_package` checks before it reads
+    anything, for a caller that wants to refuse a package before queueing work on it."""
+    with _TarReader(io.BytesIO(data), name) as reader:
+        if "coords.pkl" not in reader.names:
+            raise _invalid(f"{name} is not a wav2lip avatar package: no coords.pkl")
+
+
+def _invalid(message: str) -> RendererError:
+    return RendererError("invalid_package", message)
 
 
 def _member_name(name: str) -> str:
@@ -240,6 +287,19 @@ def _numbered(names: set[str], folder: str) -> list[str]:
 
 
 def _decode(data: bytes, name: str, label: str) -> np.ndarray:
+    # The size from the header first: OpenCV would decode a small file that claims a huge
+    # picture (a decompression bomb) before anything could refuse it.
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Image.DecompressionBombError:
+        width = height = MAX_IMAGE_PIXELS
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: imdecode refuses it below
+        width = height = 0
+    if width * height > MAX_IMAGE_PIXELS:
+        raise RendererError(
+            "invalid_package", f"{label}: {name} is larger than {MAX_IMAGE_PIXELS} pixels"
+        )
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise RendererError("invalid_package", f"{label}: {name} is not a readable image")
