@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioReceiver
+from threadpoolctl import threadpool_limits
 
 import renderers
 
@@ -27,6 +29,27 @@ from .state import AvatarState
 logger = logging.getLogger("avatar_runtime")
 
 _TRACKS_TIMEOUT_S = 10.0
+_blas_limited = False
+
+
+def limit_blas_threads() -> None:
+    """Give this process's BLAS (numpy's OpenBLAS) `AVATAR_BLAS_THREADS` threads, 1 by
+    default, once. A live avatar calls BLAS for small products every frame; with a pool of
+    threads, OpenBLAS's idle threads spin between those calls (sched_yield, tens of thousands
+    a second), so one meshwarp session's job process used 128% of a core while the avatar was
+    idle and 32% with one thread. 0 leaves the process's own setting."""
+    global _blas_limited
+    if _blas_limited:
+        return
+    _blas_limited = True
+    raw = os.environ.get("AVATAR_BLAS_THREADS", "1").strip() or "1"
+    try:
+        threads = int(raw)
+    except ValueError:
+        logger.warning("AVATAR_BLAS_THREADS=%r is not a number; using 1", raw)
+        threads = 1
+    if threads > 0:
+        threadpool_limits(limits=threads, user_api="blas")
 
 
 @dataclass
@@ -69,6 +92,7 @@ async def start_avatar(
 
     `renderer` is a registered renderer's name, or an instance made for `options`' video
     format (not loaded yet: it is loaded here, with `source`)."""
+    limit_blas_threads()
     state = state or AvatarState()
     library = library if library is not None else BackgroundLibrary()
     state.set_background(state.background, library)  # canonical spelling; ValueError if unknown

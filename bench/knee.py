@@ -43,15 +43,32 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def _cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
+def _cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    """CPU seconds so far of each process still alive, by pid."""
+    seconds: dict[int, float] = {}
     for proc in procs:
         try:
             times = proc.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
-    return total
+        seconds[proc.pid] = times.user + times.system
+    return seconds
+
+
+def _cpu_used(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    """CPU seconds each process used between two readings; a process that started in between
+    counts from zero, one that ended is left out (its last seconds cannot be read)."""
+    return {pid: spent - before.get(pid, 0.0) for pid, spent in after.items()}
+
+
+def _role(proc: psutil.Process) -> str:
+    try:
+        command = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "gone"
+    if "forkserver" in command or "multiprocessing" in command:
+        return "job process"
+    return "worker"
 
 
 def _listening_on(url: str) -> psutil.Process | None:
@@ -92,19 +109,27 @@ async def step(
     viewers = await asyncio.gather(*joins)
     try:
         # Every job process exists now: measure them all from here.
-        procs = _tree(worker_pid)
         server_proc = _listening_on(server.url)
-        cpu_before = _cpu_seconds(procs)
-        server_before = _cpu_seconds([server_proc]) if server_proc else 0.0
+        watched = [*_tree(worker_pid), *([server_proc] if server_proc else [])]
+        cpu_before = _cpu_seconds(watched)
         started = time.perf_counter()
         results = await asyncio.gather(*[sync._session(v, TEXTS) for v in viewers])
         ended = time.perf_counter()
         elapsed = ended - started
-        cpu = (_cpu_seconds(procs) - cpu_before) / elapsed * 100.0
-        server_cpu = (
-            (_cpu_seconds([server_proc]) - server_before) / elapsed * 100.0 if server_proc else None
-        )
-        pss = _pss(_tree(worker_pid))
+        procs = _tree(worker_pid)  # with any process that started meanwhile
+        used = _cpu_used(cpu_before, _cpu_seconds([*procs, *watched]))
+        server_pid = server_proc.pid if server_proc else None
+        by_process = [
+            {
+                "pid": proc.pid,
+                "role": _role(proc),
+                "cpu_percent": round(used.get(proc.pid, 0.0) / elapsed * 100.0, 1),
+            }
+            for proc in procs
+        ]
+        cpu = sum(p["cpu_percent"] for p in by_process)
+        server_cpu = round(used.get(server_pid, 0.0) / elapsed * 100.0, 1) if server_pid else None
+        pss = _pss(procs)
         fps = [_fps(v, started, ended) for v in viewers]
     finally:
         await asyncio.gather(*[v.aclose() for v in viewers], return_exceptions=True)
@@ -119,7 +144,8 @@ async def step(
         "lag_ms": [None if lag is None else round(lag, 1) for lag in lags],
         "offset_ms": [None if off is None else round(off, 1) for off in offsets],
         "cpu_percent_per_session": round(cpu / sessions, 1),
-        "livekit_server_cpu_percent": None if server_cpu is None else round(server_cpu, 1),
+        "worker_cpu_percent_by_process": by_process,
+        "livekit_server_cpu_percent": server_cpu,
         "pss_mb_per_session": round(pss / sessions / 2**20, 1),
         "measured_s": round(elapsed, 1),
         "passed": fps_ok and lag_ok,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -222,6 +223,21 @@ def test_second_load_is_served_from_the_cache(monkeypatch, tmp_path) -> None:
     assert np.allclose(cached.fields, built.fields, atol=0.02)  # stored as float16
     assert renderer.render([idle(0)])[0].shape == (512, 512, 4)
     assert len(list(cache_dir().glob("*.npz"))) == 1
+
+
+def test_sessions_preparing_one_portrait_at_once_all_get_it(monkeypatch, tmp_path) -> None:
+    # Two sessions of one worker starting together prepare the same portrait: each writes the
+    # cache through a temporary file of its own (one shared name made one of them fail).
+    monkeypatch.setenv("AVATAR_CACHE", str(tmp_path))
+    built = prepare_avatar(None, 512, 512)
+    cached = next(cache_dir().glob("*.npz"))
+    cached.unlink()
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(avatar_module._save, built, cached) for _ in range(8)]
+        for future in futures:
+            future.result()
+    assert [p.name for p in cache_dir().iterdir()] == [cached.name]  # no temporary file left
+    assert np.array_equal(avatar_module._load(cached).points, built.points)
 
 
 # -- bad sources -------------------------------------------------------------------------------

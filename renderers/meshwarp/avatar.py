@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,18 +170,23 @@ def _first_face_frame(path: Path, data: bytes, max_frames: int = 60) -> np.ndarr
 
 def _save(avatar: MeshwarpAvatar, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    # A name of this writer's own: two sessions preparing the same portrait at once must not
+    # write (and rename away) one temporary file between them.
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
     r = avatar.region
-    np.savez(
-        tmp,
-        image=avatar.image,
-        points=avatar.points,
-        region=np.array([r.x0, r.y0, r.x1, r.y1]),
-        fields=avatar.fields.astype(np.float16),
-        displacements=avatar.displacements,
-        rest=avatar.rest,
-    )
-    tmp.replace(path)
+    try:
+        np.savez(
+            tmp,
+            image=avatar.image,
+            points=avatar.points,
+            region=np.array([r.x0, r.y0, r.x1, r.y1]),
+            fields=avatar.fields.astype(np.float16),
+            displacements=avatar.displacements,
+            rest=avatar.rest,
+        )
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _load(path: Path) -> MeshwarpAvatar:
