@@ -19,6 +19,7 @@ from livekit import api, rtc
 from renderers.testcard import Stamp, byte_to_db, read_stamp
 
 from .lag import best_lag
+from .polling import wait_until
 
 PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 AUDIO_RATE = 24000
@@ -72,11 +73,7 @@ class RoomObserver:
         await self.room.local_participant.send_text(text, topic="lk.chat")
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.perf_counter() + timeout
-        while not predicate():
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-            await asyncio.sleep(0.05)
+        await wait_until(predicate, timeout, what, interval=0.05)
 
     def participant(self, identity: str | None) -> rtc.RemoteParticipant | None:
         return self.room.remote_participants.get(identity or "")

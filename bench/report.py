@@ -6,6 +6,7 @@ so benchmarks added later replace only their own block.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 HEADER = """# Benchmarks
@@ -670,6 +671,14 @@ def knee_section(results: dict) -> str:
         "piper), 100% = one core.",
     ]
     return "\n".join(parts) + "\n"
+
+
+def emit_json(results: dict, out: str) -> None:
+    """A benchmark module's command-line result: printed, and written to `out` if given."""
+    text = json.dumps(results, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
 
 
 def write_section(path: Path, name: str, markdown: str) -> None:

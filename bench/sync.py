@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import statistics
 import time
 import uuid
@@ -33,6 +32,7 @@ from tests import livekit_server
 from tests.livekit_server import LiveKitServer, running_livekit_server
 from tests.worker_process import running_worker
 
+from .report import emit_json
 from .viewer import AudioChunk, Picture, Viewer, estimate_lag
 
 AGENT_NAME = "sync-agent"
@@ -312,10 +312,7 @@ def main() -> None:
     results = asyncio.run(
         run(None, counts, modes=modes, repeats=args.repeats, startup_trials=args.startup_trials)
     )
-    text = json.dumps(results, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit_json(results, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import statistics
 import time
@@ -27,6 +26,7 @@ from tests.control_api_process import ControlApi, running_control_api
 from tests.livekit_server import LiveKitServer, running_livekit_server
 from tests.worker_process import running_worker
 
+from .report import emit_json
 from .viewer import Viewer
 
 AGENT_NAME = "startup-agent"
@@ -123,10 +123,7 @@ def main() -> None:
             return await run(server, args.trials)
 
     results = asyncio.run(go())
-    text = json.dumps(results, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit_json(results, args.out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import numpy as np
 from livekit import rtc
 
 from .lag import best_lag
+from .polling import wait_until
 
 AUDIO_RATE = 48000
 SILENCE_DB = -60.0
@@ -116,11 +117,7 @@ class Viewer:
         await self.room.disconnect()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.perf_counter() + timeout
-        while not predicate():
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-            await asyncio.sleep(0.02)
+        await wait_until(predicate, timeout, what, interval=0.02)
 
     async def say(self, text: str) -> float:
         """Send chat text as the web page does; returns when it was sent."""
