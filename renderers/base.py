@@ -133,5 +133,23 @@ class Renderer(ABC):
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Forget per-utterance state (called after an interruption)."""
 
+    def snap_expression(self, expression: Expression) -> None:  # noqa: B027 - optional hook
+        """Show `expression` fully from the next frame, without the usual ease from the
+        previous one (renderers that ease emotions override this)."""
+
+    def render_still(self, expression: Expression) -> np.ndarray:
+        """One idle RGBA frame of the loaded avatar showing `expression` fully: what a
+        single-frame render (seed 001's render service) answers. Eyes open, no speech."""
+        self.snap_expression(expression)
+        request = FrameRequest(
+            index=0,
+            audio=None,
+            window_offset=0,
+            window_length=0,
+            speech_position=0,
+            expression=expression,
+        )
+        return self.render([request])[0]
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release models and threads."""

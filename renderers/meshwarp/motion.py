@@ -46,6 +46,10 @@ class EmotionBlend:
         self._weights += (target - self._weights) * self._alpha
         return self._weights.copy()
 
+    def snap(self, expression: Expression) -> None:
+        """Jump to `expression`: the next step returns its full pose."""
+        self._weights = pose(expression.emotion, expression.intensity)
+
 
 class IdleMotion:
     """Blinks at natural random intervals, breathing, a slow head sway and small glances."""

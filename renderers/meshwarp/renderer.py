@@ -11,7 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..base import FrameRequest, Renderer, RendererCapabilities, RendererError, VideoFormat
+from ..base import (
+    Expression,
+    FrameRequest,
+    Renderer,
+    RendererCapabilities,
+    RendererError,
+    VideoFormat,
+)
 from ..vision.models import MODEL_NAMES, model_path
 from . import landmarks as lm
 from .avatar import MeshwarpAvatar, prepare_avatar
@@ -74,6 +81,9 @@ class MeshwarpRenderer(Renderer):
 
     def reset(self) -> None:
         self._mouth.reset()
+
+    def snap_expression(self, expression: Expression) -> None:
+        self._emotion.snap(expression)
 
     # -- one frame ---------------------------------------------------------------------------
 
