@@ -231,7 +231,7 @@ async def meshwarp(livekit_server: LiveKitServer, tmp_path: Path) -> AsyncIterat
     avatars = tmp_path / "avatars"
     avatars.mkdir()
     # Seed 002 names its avatar "doctor_avatar_1": a portrait registered under that id.
-    from renderers.meshwarp.avatar import DEFAULT_PORTRAIT
+    from renderers.bundled import DEFAULT_PORTRAIT
 
     Image.open(DEFAULT_PORTRAIT).save(avatars / "doctor_avatar_1.png")
     conversation = await converse(

@@ -25,10 +25,11 @@ from PIL import Image
 
 import renderers
 from renderers import Expression, FrameRequest, RendererError, VideoFormat
+from renderers.bundled import DEFAULT_PORTRAIT
 from renderers.meshwarp import MeshwarpRenderer
 from renderers.meshwarp import avatar as avatar_module
 from renderers.meshwarp import landmarks as lm
-from renderers.meshwarp.avatar import DEFAULT_PORTRAIT, cache_dir, prepare_avatar
+from renderers.meshwarp.avatar import cache_dir, prepare_avatar
 from renderers.meshwarp.rig import CONTROLS, INDEX
 from renderers.vision import load_image
 from tests.test_mouth_features import SENTENCE, frame_rms, requests, say  # noqa: F401

@@ -37,8 +37,9 @@ from avatar_runtime.offline import (
 )
 from renderers import FrameRequest, RendererCapabilities
 from renderers import registry as renderer_registry
+from renderers.bundled import DEFAULT_PORTRAIT
 from renderers.meshwarp import landmarks as lm
-from renderers.meshwarp.avatar import DEFAULT_PORTRAIT, prepare_avatar
+from renderers.meshwarp.avatar import prepare_avatar
 from renderers.testcard import TestcardRenderer
 from tests.media import speech_like_audio
 

@@ -5,7 +5,7 @@
                    portrait (the file name) and source_frame (its index in the video)
 
 Extracted into the avatars directory as `<avatar_id>/`, it is what `prepare_avatar` in
-avatar.py loads when given that directory (see `package_portrait`).
+avatar.py loads when given that directory (see vision/source.py).
 
 Which frame: among the sampled frames with exactly one face, the one with the best
 `frontal_score(keypoints) * sharpness`, of those the meshwarp renderer accepts
@@ -32,8 +32,8 @@ from ..preparation import (
 from ..vision import analyse_portrait
 from ..vision.face_track import Sample
 from ..vision.png import encode_png
+from ..vision.source import PACKAGE_PORTRAIT
 from ..vision.video import iter_frames
-from .avatar import PACKAGE_PORTRAIT
 
 SHARPNESS_SIDE = 128
 CANDIDATES = 3
