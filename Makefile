@@ -20,11 +20,12 @@ export AVATAR_CACHE VENV PYTHON LIVEKIT_SERVER_BIN
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup client wheel lint test demo bench clean
+.PHONY: help setup client ts-client wheel lint test demo bench clean
 
 help:
-	@echo "make setup   install/check venv, livekit-server, chromium, client_demo packages"
+	@echo "make setup   install/check venv, livekit-server, chromium, client_demo and clients/renderer-ts packages"
 	@echo "make client  install client_demo's packages and rebuild the web client (control_api/web)"
+	@echo "make ts-client  install and build the TypeScript render client (clients/renderer-ts)"
 	@echo "make wheel   build the web client, then the avatar-agents wheel into dist/"
 	@echo "make lint    ruff, mypy and the import rules (tests/test_import_rules.py)"
 	@echo "make test    lint, then the test suite (pytest) against a throwaway livekit-server"
@@ -38,6 +39,12 @@ setup:
 
 client:
 	@bash scripts/setup.sh client
+
+# Seed 001's TypeScript client, @avatar-agents/renderer-client: npm ci (once), then tsc into
+# clients/renderer-ts/dist/. `make test` runs its tests against the service
+# (tests/test_ts_client.py).
+ts-client:
+	@bash scripts/setup.sh ts-client
 
 # The wheel carries the built web page (control_api/web/) as package data: build it first.
 # pip builds it in an isolated environment of its own (setuptools from pyproject's build-system).
@@ -70,6 +77,6 @@ bench: setup
 # Only inside the checkout; the shared cache ($(AVATAR_CACHE)) is left alone.
 clean:
 	rm -rf .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist client_demo/dist control_api/web \
-		control_api/web.old *.egg-info
-	find . -path ./client_demo/node_modules -prune -o -name __pycache__ -type d -prune \
-		-exec rm -rf {} +
+		control_api/web.old *.egg-info clients/renderer-ts/dist
+	find . \( -path ./client_demo/node_modules -o -path ./clients/renderer-ts/node_modules \) -prune \
+		-o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -26,6 +26,7 @@ from . import (
     foundation,
     knee,
     library,
+    liveportrait,
     meshwarp,
     offline_render,
     preparation,
@@ -40,6 +41,7 @@ from .report import (
     jobs_section,
     knee_section,
     library_section,
+    liveportrait_section,
     meshwarp_section,
     offline_render_section,
     preparation_section,
@@ -50,7 +52,7 @@ from .report import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SERVERLESS = {"offline_render", "jobs", "preparation", "wav2lip", "sync"}
+SERVERLESS = {"offline_render", "jobs", "preparation", "wav2lip", "liveportrait", "sync"}
 """Benchmarks that need no livekit-server (sync starts its own, configured per mode)."""
 
 
@@ -72,6 +74,7 @@ def main() -> int:
             "jobs",
             "preparation",
             "wav2lip",
+            "liveportrait",
             "library",
             "sync",
             "knee",
@@ -96,7 +99,7 @@ def main() -> int:
     ]
     everything.append("preparation")
     if importlib.util.find_spec("torch") is not None:  # the wav2lip extra (setup's default)
-        everything.append("wav2lip")
+        everything += ["wav2lip", "liveportrait"]
     only = set(args.only or everything)
 
     jobs = []
@@ -104,6 +107,8 @@ def main() -> int:
         jobs.append(("jobs", lambda server: jobs_bench.run(), jobs_section))
     if "wav2lip" in only:
         jobs.append(("wav2lip", lambda server: wav2lip.run(), wav2lip_section))
+    if "liveportrait" in only:
+        jobs.append(("liveportrait", lambda server: liveportrait.run(), liveportrait_section))
     if "preparation" in only:
         jobs.append(("preparation", lambda server: preparation.run(), preparation_section))
     if "offline_render" in only:

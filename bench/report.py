@@ -673,6 +673,80 @@ def knee_section(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def liveportrait_section(results: dict) -> str:
+    machine = results["machine"]
+    modules = results["modules"]
+    names = (
+        "appearance", "motion", "warp", "spade", "warp_decode", "stitch", "retarget_lip",
+        "retarget_eye",
+    )  # fmt: skip
+    module_rows = []
+    for row in modules["backends"]:
+        if "error" in row:
+            module_rows.append([row["backend"], "-", row["error"], *["-"] * len(names)])
+            continue
+        for batch, timing in row["batches"].items():
+            module_rows.append(
+                [
+                    row["backend"],
+                    batch,
+                    row["load_s"],
+                    *[timing.get(name, "-") for name in names],
+                    timing.get("warp_decode_fps", "-"),
+                ]
+            )
+    renderer_rows = []
+    for row in results["renderer"]:
+        if "error" in row:
+            renderer_rows.append([row["backend"], row["error"], "-", "-", "-", "-"])
+            continue
+        fps = ", ".join(f"{v} (batch {b})" for b, v in row["fps"].items())
+        renderer_rows.append(
+            [
+                row["backend"],
+                fps,
+                row["ms_per_frame"],
+                row["load_ms"],
+                row["first_frame_ms"],
+                f"{100 * row['realtime_share']:.0f} %",
+            ]
+        )
+    published = [
+        [name, figures.get("ms_per_frame", "-"), figures.get("fps", "-")]
+        for name, figures in results["published"].items()
+    ]
+    parts = [
+        "## liveportrait: network and renderer speed",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPUs with random weights at "
+        "the published sizes (speed does not depend on the weights); "
+        f"{results['gpu']}. Networks: milliseconds per call (median of 3 after a warm-up) at "
+        "256x256 input, W and G also timed apart; warp_decode is the two fused, what runs per "
+        "frame. load = engine build (checkpoint load, and the ONNX export on a first run).",
+        "",
+        _table(
+            ["back end", "batch", "load (s)", *[f"{n} (ms)" for n in names], "warp+decode fps"],
+            module_rows,
+        ),
+        "",
+        "Renderer: `LivePortraitRenderer.render` at 512x512, per frame: driving keypoints, lip "
+        "and eye retargeting, stitching, warp, decode and the feathered paste-back. Load: a new "
+        "portrait's face mesh, crop, appearance features and keypoints; first frame: its first "
+        "picture after that.",
+        "",
+        _table(
+            ["back end", "fps", "ms/frame (best)", "load (ms)", "first frame (ms)", "of 30 fps"],
+            renderer_rows,
+        ),
+        "",
+        "Published figures, for comparison (GPU):",
+        "",
+        _table(["system", "ms/frame", "fps"], published),
+        "",
+    ]
+    return "\n".join(parts)
+
+
 def emit_json(results: dict, out: str) -> None:
     """A benchmark module's command-line result: printed, and written to `out` if given."""
     text = json.dumps(results, indent=2)

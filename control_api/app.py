@@ -24,6 +24,7 @@ from .context import (
     HUB,
     JOBS,
     METRICS,
+    RENDER_POOL,
     SETTINGS,
     STARTED_AT,
 )
@@ -32,6 +33,8 @@ from .jobs import routes_files, routes_internal, routes_renders, routes_runpod
 from .jobs.system import JobSystem
 from .metrics import CONTENT_TYPE, ApiMetrics
 from .openapi import Route, docs_page, openapi_document
+from .render_service import routes as render_routes
+from .render_service.pool import RenderPool
 from .security import (
     Authenticator,
     RateLimiter,
@@ -254,6 +257,32 @@ JOB_ROUTES: list[Route] = [
 ]
 
 
+# --- single-frame renders (seed 001, control_api/render_service) --------------------------------
+
+RENDER_SERVICE_ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/v1/render/frame",
+        render_routes.render_frame,
+        "Render one still frame of a portrait showing an emotion",
+        body=spec.RENDER_FRAME_BODY,
+        other_bodies={"multipart/form-data": spec.RENDER_FRAME_FORM},
+        response=spec.RENDER_FRAME,
+        tags=("render",),
+    ),
+    Route(
+        "POST",
+        "/api/v1/render/batch",
+        render_routes.render_batch,
+        "Render one portrait in several emotions (analysed once)",
+        body=spec.RENDER_BATCH_BODY,
+        other_bodies={"multipart/form-data": spec.RENDER_BATCH_FORM},
+        response=spec.RENDER_BATCH,
+        tags=("render",),
+    ),
+]
+
+
 def _job_seconds(started: float | None, finished: float | None) -> float | None:
     return finished - started if started is not None and finished is not None else None
 
@@ -420,6 +449,7 @@ ROUTES: list[Route] = [
         tags=("tokens",),
     ),
     *JOB_ROUTES,
+    *RENDER_SERVICE_ROUTES,
     Route(
         "GET",
         "/metrics",
@@ -463,7 +493,13 @@ def body_limits(settings: Settings) -> dict[object, BodyLimit]:
         " (files inline as data: URIs of up to AVATAR_MAX_UPLOAD_BYTES together, as base64); "
         "upload larger files with POST /api/v1/files and send their URLs",
     )
+    images = BodyLimit(
+        settings.max_data_uri_body_bytes,
+        " (an image of up to AVATAR_MAX_UPLOAD_BYTES inline as base64, or as multipart)",
+    )
     return {
+        render_routes.render_frame: images,
+        render_routes.render_batch: images,
         routes_renders.submit: inline,
         routes_files.upload: BodyLimit(None),
         catalog.upload_background: BodyLimit(None),
@@ -496,6 +532,13 @@ async def _job_system(app: web.Application) -> AsyncIterator[None]:
     app[METRICS].watch_jobs(jobs.store.counts)
     yield
     await jobs.close()
+
+
+async def _render_pool(app: web.Application) -> AsyncIterator[None]:
+    pool = app[RENDER_POOL]
+    await pool.start()
+    yield
+    await pool.close()
 
 
 async def _session_hub(app: web.Application) -> AsyncIterator[None]:
@@ -541,7 +584,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
             job.kind, job.status, _job_seconds(job.started_at, job.finished_at)
         ),
     )
-    app.cleanup_ctx.extend([_http_session, health.gpu_probe, _job_system, _session_hub])
+    app[RENDER_POOL] = RenderPool(settings, on_analysed=api_metrics.portrait)
+    api_metrics.watch_render_pool(app[RENDER_POOL].status)
+    app.cleanup_ctx.extend(
+        [_http_session, health.gpu_probe, _job_system, _render_pool, _session_hub]
+    )
 
     for route in ROUTES:
         path = router_path(route.path)

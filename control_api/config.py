@@ -15,7 +15,10 @@ from typing import TypedDict
 
 from dotenv import find_dotenv, load_dotenv
 
+import renderers
 from renderers.cache import cache_dir
+
+from .render_service.rules import DEFAULT_MAX_BATCH
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CLIENT_DIR = PACKAGE_DIR / "web"
@@ -127,6 +130,30 @@ class Settings:
     webhook_timeout_s: float = 10.0
     webhook_allow_private: bool = False
 
+    # -- single-frame renders (seed 001, control_api/render_service) ---------------------------
+    render_service_renderer: str = "meshwarp"
+    """The renderer of `POST /api/v1/render/frame|batch` when a request names none."""
+    render_service_renderers: tuple[str, ...] = ()
+    """Renderers a request may name besides the default (the default is always allowed)."""
+    render_service_workers: int = 1
+    """Render worker processes; each renders one request at a time."""
+    render_service_queue: int = 16
+    """Requests that may wait for a free worker; one more is refused with 503 render_busy."""
+    render_service_max_batch: int = DEFAULT_MAX_BATCH
+    """The most emotions one `POST /api/v1/render/batch` may ask for."""
+    render_service_cache: int = 8
+    """Analysed portraits each worker keeps (a loaded renderer each), least recently used out."""
+    render_service_timeout_s: float = 30.0
+    """The longest a render request waits and renders; then 503 render_timeout (a worker still
+    rendering it is replaced)."""
+    render_service_warmup: bool = True
+    """Start and warm the workers when the service starts (else at the first render)."""
+
+    @property
+    def render_service_allowed(self) -> tuple[str, ...]:
+        """The renderers a render request may name: the default first."""
+        return tuple(dict.fromkeys((self.render_service_renderer, *self.render_service_renderers)))
+
     @property
     def max_data_uri_body_bytes(self) -> int:
         """The JSON body of a route that takes files inline as data: URIs (the renders'
@@ -176,6 +203,7 @@ class Settings:
             backgrounds_dir=optional_path("AVATAR_BACKGROUNDS_DIR"),
             avatars_dir=optional_path("AVATAR_AVATARS_DIR"),
             **_job_settings(env),
+            **_render_service_settings(env),
         )
         settings.validate()
         return settings
@@ -204,6 +232,15 @@ class Settings:
                 raise ConfigError(
                     f"AVATAR_FETCH_ALLOWED_CIDRS entry {cidr!r} is not a network like 10.0.0.0/8"
                 ) from None
+        known = renderers.available()
+        for name, variable in (
+            (self.render_service_renderer, "AVATAR_RENDER_SERVICE_RENDERER"),
+            *((n, "AVATAR_RENDER_SERVICE_RENDERERS") for n in self.render_service_renderers),
+        ):
+            if name not in known:
+                raise ConfigError(
+                    f"{variable}: {name!r} is not a renderer; choose from: {', '.join(known)}"
+                )
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError(
@@ -327,9 +364,46 @@ def _job_settings(env: Mapping[str, str]) -> _JobSettings:
     }
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+class _RenderServiceSettings(TypedDict):
+    """The render service's fields of Settings, as `_render_service_settings` reads them."""
+
+    render_service_renderer: str
+    render_service_renderers: tuple[str, ...]
+    render_service_workers: int
+    render_service_queue: int
+    render_service_max_batch: int
+    render_service_cache: int
+    render_service_timeout_s: float
+    render_service_warmup: bool
+
+
+def _render_service_settings(env: Mapping[str, str]) -> _RenderServiceSettings:
+    """The single-frame render service's settings (`AVATAR_RENDER_SERVICE_*`)."""
+
+    def count(name: str, default: int, low: int, high: int) -> int:
+        return int(_number(env, name, default, low, high))
+
+    return {
+        # liveportrait once its weights are configured, else the weights-free default
+        "render_service_renderer": env.get("AVATAR_RENDER_SERVICE_RENDERER")
+        or ("liveportrait" if env.get("AVATAR_LIVEPORTRAIT_DIR") else "meshwarp"),
+        "render_service_renderers": _split(env.get("AVATAR_RENDER_SERVICE_RENDERERS", "")),
+        "render_service_workers": count("AVATAR_RENDER_SERVICE_WORKERS", 1, 1, 64),
+        "render_service_queue": count("AVATAR_RENDER_SERVICE_QUEUE", 16, 0, 10_000),
+        "render_service_max_batch": count(
+            "AVATAR_RENDER_SERVICE_MAX_BATCH", DEFAULT_MAX_BATCH, 1, 64
+        ),
+        "render_service_cache": count("AVATAR_RENDER_SERVICE_CACHE", 8, 1, 1024),
+        "render_service_timeout_s": _number(env, "AVATAR_RENDER_SERVICE_TIMEOUT_S", 30.0, 1, 3600),
+        "render_service_warmup": _flag(env, "AVATAR_RENDER_SERVICE_WARMUP", default=True),
+    }
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raw = (env.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True

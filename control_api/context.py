@@ -10,6 +10,7 @@ from avatar_runtime import AvatarCatalog, BackgroundLibrary
 from .config import Settings
 from .jobs.system import JobSystem
 from .metrics import ApiMetrics
+from .render_service.pool import RenderPool
 from .sessions import SessionHub
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,3 +21,4 @@ BACKGROUNDS = web.AppKey("backgrounds", BackgroundLibrary)
 AVATARS = web.AppKey("avatars", AvatarCatalog)
 STARTED_AT = web.AppKey("started_at", float)
 JOBS = web.AppKey("jobs", JobSystem)
+RENDER_POOL = web.AppKey("render_pool", RenderPool)

@@ -15,7 +15,7 @@ from aiohttp import web
 
 import renderers
 
-from .context import HTTP_SESSION, HUB, SETTINGS, STARTED_AT
+from .context import HTTP_SESSION, HUB, RENDER_POOL, SETTINGS, STARTED_AT
 from .errors import ApiError
 
 log = logging.getLogger("control_api")
@@ -114,8 +114,10 @@ async def _report(request: web.Request) -> dict[str, Any]:
     )
     gpu = request.app[GPU_INFO]
     healthy = reachable and any(r["available"] for r in report)
+    render = request.app[RENDER_POOL].status()
     return {
         "status": "ok" if healthy else "degraded",
+        "ready": render["ready"],
         "version": VERSION,
         "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 1),
         "livekit": {"url": settings.livekit_url, "reachable": reachable},
@@ -123,6 +125,7 @@ async def _report(request: web.Request) -> dict[str, Any]:
         "gpuAvailable": gpu["available"],
         "gpu": {"available": gpu["available"], "devices": gpu["devices"]},
         "sessions": len(request.app[HUB]),
+        "render": render,
     }
 
 

@@ -1,5 +1,6 @@
 """Prometheus metrics: the API's own requests, plus the sessions' frame rates and render times
-as their avatars report them (the `avatar.stats` participant attribute)."""
+as their avatars report them (the `avatar.stats` participant attribute), the offline jobs and
+the single-frame render service (seed 001's `liveportrait_*` names, for every renderer)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,30 @@ class _JobCollector(Collector):
         yield depth
 
 
+RenderPoolStatus = Callable[[], Mapping[str, Any]]
+"""The render pool's status (control_api.render_service.pool.RenderPool.status)."""
+_RENDER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _RenderPoolCollector(Collector):
+    def __init__(self, status: RenderPoolStatus) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        status = self._status()
+        for name, key, help_text in (
+            ("avatar_render_workers_up", "workersUp", "Render service workers running"),
+            ("avatar_render_workers_busy", "busy", "Render service workers rendering"),
+            ("avatar_render_queue_depth", "queued", "Render requests waiting for a worker"),
+        ):
+            family = GaugeMetricFamily(name, help_text)
+            family.add_metric([], float(status.get(key, 0)))
+            yield family
+        ready = GaugeMetricFamily("avatar_render_ready", "1 once the render service is warm")
+        ready.add_metric([], 1.0 if status.get("ready") else 0.0)
+        yield ready
+
+
 class ApiMetrics:
     def __init__(self, sessions: SessionStats) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -114,6 +139,33 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        # Seed 001's names, for whichever renderer serves (labelled by it).
+        self.render_requests = Counter(
+            "liveportrait_requests",
+            "Single-frame and batch render requests answered, by renderer and endpoint",
+            ["renderer", "endpoint"],
+            registry=self.registry,
+        )
+        self.render_duration = Histogram(
+            "liveportrait_request_duration_seconds",
+            "Time to answer a render request (its body read), by renderer and endpoint",
+            ["renderer", "endpoint"],
+            buckets=_RENDER_BUCKETS,
+            registry=self.registry,
+        )
+        self.render_errors = Counter(
+            "liveportrait_errors",
+            "Render requests refused or failed, by renderer and error code",
+            ["renderer", "code"],
+            registry=self.registry,
+        )
+        self.portraits = Counter(
+            "avatar_render_portraits",
+            "Portraits of render requests: analysed, or found in a worker's cache",
+            ["renderer", "cache"],
+            registry=self.registry,
+        )
+
     def watch_jobs(self, counts: JobCounts) -> None:
         """Report job counts and queue depth from `counts` at every scrape."""
         self.registry.register(_JobCollector(counts))
@@ -121,6 +173,21 @@ class ApiMetrics:
     def job_finished(self, kind: str, status: str, seconds: float | None) -> None:
         if seconds is not None:
             self.job_duration.labels(kind, status).observe(max(0.0, seconds))
+
+    def watch_render_pool(self, status: RenderPoolStatus) -> None:
+        """Report the render workers and their queue from `status` at every scrape."""
+        self.registry.register(_RenderPoolCollector(status))
+
+    def render_done(self, renderer: str, endpoint: str, seconds: float) -> None:
+        self.render_requests.labels(renderer, endpoint).inc()
+        self.render_duration.labels(renderer, endpoint).observe(max(0.0, seconds))
+
+    def render_failed(self, renderer: str, endpoint: str, code: str, seconds: float) -> None:
+        self.render_done(renderer, endpoint, seconds)
+        self.render_errors.labels(renderer, code).inc()
+
+    def portrait(self, renderer: str, analysed: bool) -> None:
+        self.portraits.labels(renderer, "miss" if analysed else "hit").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -34,6 +34,7 @@ from .jobs.storage import _EXPIRES as EXPIRES
 from .jobs.storage import _SIGNATURE as SIGNATURE
 from .jobs.storage import ANY_CASE_ID_PATTERN, CATALOG_DEFAULT_ID
 from .jobs.system import RUNPOD_STATUS
+from .render_service import rules as render_rules
 from .security import ACCESS_TOKEN_PARAM, API_KEY_HEADER, QUERY_TOKEN_PREFIXES
 from .tokens import MAX_NAME_LENGTH
 from .validation import ID_PATTERN
@@ -258,6 +259,70 @@ RENDER_BODY = {
         {"required": ["avatar_id"], "properties": {"avatar_id": STRING}},
     ],
 }
+# Seed 001's single-frame renders (render_service/): JSON, or multipart with the same fields.
+_RENDER_IMAGE = {
+    "type": "string",
+    "pattern": NOT_BLANK,
+    "maxLength": MAX_DATA_URI_CHARS,
+    "description": "the portrait (PNG, JPEG or WebP, at most AVATAR_MAX_UPLOAD_BYTES) as "
+    "base64, or as a data: URI",
+}
+_RENDER_SIZE = {
+    "type": "integer",
+    "minimum": render_rules.MIN_SIZE,
+    "maximum": render_rules.MAX_SIZE,
+    "default": render_rules.DEFAULT_SIZE,
+}
+_RENDER_FORMAT = {**_enum(render_rules.FORMATS), "default": render_rules.DEFAULT_FORMAT}
+_RENDER_INTENSITY = {**UNIT, "default": render_rules.DEFAULT_INTENSITY}
+_RENDER_EMOTION = {**EMOTION, "default": render_rules.DEFAULT_EMOTION}
+_RENDER_RENDERER = {
+    **RENDERER,
+    "description": "the service's default renderer (AVATAR_RENDER_SERVICE_RENDERER) when not "
+    "given; others only where AVATAR_RENDER_SERVICE_RENDERERS offers them "
+    "(422 renderer_not_allowed)",
+}
+_RENDER_EMOTIONS = {
+    "type": "array",
+    "items": EMOTION,
+    "minItems": 1,
+    "maxItems": render_rules.DEFAULT_MAX_BATCH,
+    "description": "rendered in this order; at most AVATAR_RENDER_SERVICE_MAX_BATCH "
+    f"({render_rules.DEFAULT_MAX_BATCH} by default)",
+}
+_EMOTION_CHOICE = "|".join(EMOTIONS)
+_RENDER_OPTIONS: dict[str, Any] = {
+    "intensity": nullable(_RENDER_INTENSITY),
+    "format": nullable(_RENDER_FORMAT),
+    "width": nullable(_RENDER_SIZE),
+    "height": nullable(_RENDER_SIZE),
+    "renderer": nullable(_RENDER_RENDERER),
+}
+_RENDER_FORM_OPTIONS: dict[str, Any] = {
+    "intensity": _RENDER_INTENSITY,
+    "format": _RENDER_FORMAT,
+    "width": _RENDER_SIZE,
+    "height": _RENDER_SIZE,
+    "renderer": _RENDER_RENDERER,
+}
+RENDER_FRAME_BODY = obj(
+    ["image"], image=_RENDER_IMAGE, emotion=nullable(_RENDER_EMOTION), **_RENDER_OPTIONS
+)
+RENDER_BATCH_BODY = obj(
+    ["image", "emotions"], image=_RENDER_IMAGE, emotions=_RENDER_EMOTIONS, **_RENDER_OPTIONS
+)
+RENDER_FRAME_FORM = obj(["image"], image=BINARY, emotion=_RENDER_EMOTION, **_RENDER_FORM_OPTIONS)
+RENDER_BATCH_FORM = obj(
+    ["image", "emotions"],
+    image=BINARY,
+    emotions={
+        "type": "string",
+        "pattern": f"^(?:{_EMOTION_CHOICE})(?:,(?:{_EMOTION_CHOICE})){{0,"
+        f"{render_rules.DEFAULT_MAX_BATCH - 1}}}$",
+        "description": "comma-separated (or a JSON array)",
+    },
+    **_RENDER_FORM_OPTIONS,
+)
 REQUEST_ID_BODY = obj(["request_id"], request_id={"type": "string", "minLength": 1}, logs=BOOLEAN)
 
 
@@ -266,8 +331,22 @@ REQUEST_ID_BODY = obj(["request_id"], request_id={"type": "string", "minLength":
 HEALTH = _component(
     "Health",
     reply(
-        ["status", "version", "uptime_s", "livekit", "renderers", "gpuAvailable", "gpu"],
+        [
+            "status",
+            "ready",
+            "version",
+            "uptime_s",
+            "livekit",
+            "renderers",
+            "gpuAvailable",
+            "gpu",
+            "render",
+        ],
         status=_enum(["ok", "degraded"]),
+        ready={
+            "type": "boolean",
+            "description": "the render service (POST /api/v1/render/*) is warm and has a worker",
+        },
         version=STRING,
         uptime_s=NUMBER,
         livekit=reply(["url", "reachable"], url=STRING, reachable=BOOLEAN),
@@ -285,6 +364,19 @@ HEALTH = _component(
         gpuAvailable=BOOLEAN,
         gpu=reply(["available", "devices"], available=BOOLEAN, devices={"type": "array"}),
         sessions=INTEGER,
+        render=reply(
+            ["ready", "state", "renderer", "renderers", "workers", "workersUp", "busy", "queued"],
+            ready=BOOLEAN,
+            state=_enum(["warming", "ready", "failed", "restarting"]),
+            renderer=STRING,
+            renderers={"type": "array", "items": STRING},
+            workers=INTEGER,
+            workersUp=INTEGER,
+            busy=INTEGER,
+            queued=INTEGER,
+            crashes=INTEGER,
+            error=reply(["code", "message"], code=STRING, message=STRING),
+        ),
     ),
 )
 READY = reply(["ready"], ready={"const": True})
@@ -440,6 +532,31 @@ RENDER_RESULT = _component(
     "RenderResult",
     reply(["video", "duration"], video=reply(["url"], url=STRING), duration=nullable(NUMBER)),
 )
+RENDER_FRAME = _component(
+    "RenderedFrame",
+    reply(
+        ["image", "format", "latencyMs", "metadata"],
+        image={"type": "string", "description": "the picture, base64"},
+        format=_enum(render_rules.FORMATS),
+        latencyMs=NUMBER,
+        metadata=reply(
+            ["emotion", "intensity", "renderer", "width", "height", "format", "analysed"],
+            emotion=EMOTION,
+            intensity=NUMBER,
+            renderer=STRING,
+            width=INTEGER,
+            height=INTEGER,
+            format=_enum(render_rules.FORMATS),
+            analysed=BOOLEAN,
+            warmup=BOOLEAN,
+            backend={"type": "string", "description": "the back end that ran, when it has one"},
+            timings={"type": "object", "additionalProperties": NUMBER},
+        ),
+    ),
+)
+RENDER_BATCH = reply(
+    ["results", "latencyMs"], results={"type": "array", "items": RENDER_FRAME}, latencyMs=NUMBER
+)
 FILE_URL = reply(["url"], url=STRING)
 DOCUMENT = {"type": "object"}
 HTML = ("text/html",)
@@ -482,6 +599,8 @@ class Route:
     """JSON schema of the request body (JSON unless `body_type` says otherwise). A JSON body
     with no required fields may be left out (validation.json_object reads it as {})."""
     body_type: str = JSON
+    other_bodies: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """The same body in other media types (`multipart/form-data`), by media type."""
     status: int = 200
     tags: tuple[str, ...] = field(default=())
     response: dict[str, Any] | None = None
@@ -530,7 +649,10 @@ def _operation(route: Route) -> dict[str, Any]:
         required = route.body_type != JSON or bool(route.body.get("required"))
         operation["requestBody"] = {
             "required": required,
-            "content": {route.body_type: {"schema": route.body}},
+            "content": {
+                route.body_type: {"schema": route.body},
+                **{media: {"schema": schema} for media, schema in route.other_bodies.items()},
+            },
         }
     operation["security"] = _security(route)
     return operation

@@ -93,6 +93,13 @@ async def json_object(
     """The body as a JSON object with only `allowed` fields and every `required` one. An empty
     body is an empty object ("all defaults")."""
     raw = await read_body(request)  # over the route's limit: 413 (body_limit_middleware)
+    return parse_json_object(raw, allowed=allowed, required=required)
+
+
+def parse_json_object(
+    raw: bytes, *, allowed: Collection[str], required: Collection[str] = ()
+) -> dict[str, Any]:
+    """`json_object` of a body already read."""
     if not raw.strip():
         body: Any = {}
     else:

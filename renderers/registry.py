@@ -8,6 +8,7 @@ import importlib
 from .base import Renderer, RendererError, VideoFormat
 
 _REGISTRY: dict[str, str] = {
+    "liveportrait": "renderers.liveportrait.renderer:LivePortraitRenderer",
     "meshwarp": "renderers.meshwarp:MeshwarpRenderer",
     "testcard": "renderers.testcard:TestcardRenderer",
     "wav2lip": "renderers.wav2lip.renderer:Wav2LipRenderer",

@@ -6,7 +6,8 @@
 #   3. Chromium for the browser tests
 #   4. the client_demo node packages (when client_demo/package.json exists), and the web
 #      page built into control_api/web/ (esbuild; rebuilt only when its sources changed),
-#      where the control API serves it from and a wheel carries it
+#      where the control API serves it from and a wheel carries it; and seed 001's TypeScript
+#      client, clients/renderer-ts: its node packages, compiled by tsc into its dist/
 #   5. MediaPipe's face models (`python -m avatar_runtime download-files`: .tflite files
 #      taken from the mediapipe wheel on PyPI)
 #
@@ -31,7 +32,8 @@
 # A second run with nothing to do takes well under a few seconds.
 #
 #   scripts/setup.sh          everything above
-#   scripts/setup.sh client   only step 4, and rebuild the web client even if it looks current
+#   scripts/setup.sh client   only step 4's web client, rebuilt even if it looks current
+#   scripts/setup.sh ts-client  only step 4's TypeScript client, rebuilt even if it looks current
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -243,11 +245,14 @@ setup_system_packages() {
     fi
 }
 
-# ---------------------------------------------------------------------- client_demo
-setup_node() {
-    local dir="$ROOT/client_demo"
+# ------------------------------------------------------------------- node packages
+# npm_install DIR LABEL: DIR's node_modules as its package-lock.json says (npm ci), once: a
+# second run with nothing changed only compares two files' times. npm keeps its download cache
+# where it always does (~/.npm), outside the checkout; node_modules is gitignored.
+npm_install() {
+    local dir="$1" label="$2"
     if [[ ! -f "$dir/package.json" ]]; then
-        say "client_demo: no package.json yet, nothing to install"
+        say "$label: no package.json yet, nothing to install"
         return
     fi
     command -v npm >/dev/null 2>&1 \
@@ -256,21 +261,49 @@ setup_node() {
     local want="$lock"
     [[ -f "$lock" ]] || want="$dir/package.json"
     if [[ -f "$marker" && ! "$want" -nt "$marker" ]]; then
-        say "client_demo node_modules up to date"
+        say "$label node_modules up to date"
         return
     fi
     if [[ -f "$lock" ]]; then
-        say "client_demo: npm ci"
+        say "$label: npm ci"
         (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
             || die "npm ci failed in $dir"
     else
-        say "client_demo: npm install (no package-lock.json; please commit the one it writes)"
+        say "$label: npm install (no package-lock.json; please commit the one it writes)"
         (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null) \
             || die "npm install failed in $dir"
     fi
     # npm leaves the marker's mtime alone when nothing changed; make it newer than the lock.
     [[ -f "$marker" ]] && touch "$marker"
-    say "client_demo node_modules installed"
+    say "$label node_modules installed"
+}
+
+# ---------------------------------------------------------------------- client_demo
+setup_node() {
+    npm_install "$ROOT/client_demo" client_demo
+}
+
+# ------------------------------------------------- clients/renderer-ts (seed 001's client)
+# @avatar-agents/renderer-client: TypeScript compiled by tsc into clients/renderer-ts/dist/
+# (gitignored), rebuilt only when a source changed (tsc is incremental besides).
+TS_CLIENT="$ROOT/clients/renderer-ts"
+
+setup_ts_client() {  # setup_ts_client [force]
+    npm_install "$TS_CLIENT" renderer-ts
+    [[ -f "$TS_CLIENT/package.json" ]] || return 0
+    local out="$TS_CLIENT/dist/.tsbuildinfo"
+    if [[ "${1:-}" != "force" && -f "$out" ]] \
+        && [[ -z "$(find "$TS_CLIENT/src" "$TS_CLIENT/examples" "$TS_CLIENT/test" \
+                    "$TS_CLIENT/jest" "$TS_CLIENT/tsconfig.json" "$TS_CLIENT/package-lock.json" \
+                    -newer "$out" -print -quit 2>/dev/null)" ]]; then
+        say "renderer-ts client up to date (clients/renderer-ts/dist)"
+        return
+    fi
+    say "renderer-ts: building the TypeScript client (npm run build)"
+    (cd "$TS_CLIENT" && npm run --silent build) || die "npm run build failed in $TS_CLIENT"
+    # tsc leaves an up-to-date build info file alone: date it for the check above.
+    touch "$out"
+    say "renderer-ts client built (clients/renderer-ts/dist)"
 }
 
 # The page: client_demo/ (index.html, style.css, src/ bundled with livekit-client by esbuild)
@@ -309,6 +342,9 @@ case "${1:-all}" in
         setup_node
         build_client force
         ;;
+    ts-client)
+        setup_ts_client force
+        ;;
     all)
         setup_python
         setup_models
@@ -316,9 +352,10 @@ case "${1:-all}" in
         setup_system_packages
         setup_node
         build_client
+        setup_ts_client
         write_env
         ;;
     *)
-        die "unknown step '$1' (usage: scripts/setup.sh [client])"
+        die "unknown step '$1' (usage: scripts/setup.sh [client|ts-client])"
         ;;
 esac

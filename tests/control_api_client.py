@@ -30,6 +30,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "avatars_dir": tmp_path / "avatars",
         "rate_limit_per_s": 1000.0,
         "rate_burst": 1000,
+        # No render worker at start (one starts at a test's first render, if any): an app per
+        # test must not pay for a process that imports the renderers.
+        "render_service_warmup": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

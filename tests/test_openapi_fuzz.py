@@ -62,12 +62,20 @@ BUDGET_S = 120.0
 raised by mistake), not when the machine is busy."""
 
 NAMES_NOTHING = frozenset(
-    {"invalid_avatar", "invalid_background", "invalid_image", "invalid_package", "invalid_audio"}
+    {
+        "invalid_avatar",
+        "invalid_background",
+        "invalid_image",
+        "invalid_package",
+        "invalid_audio",
+        "renderer_not_allowed",
+    }
 )
 """Codes of a 422 that a schema-valid request may still get: an avatar or background id that
 matches the id rule but names nothing in this service's catalog (the document cannot list
-what will exist), or an upload or data: URI whose bytes are not an image, an avatar package
-or audio (a schema says "binary" or "string")."""
+what will exist), an upload or data: URI whose bytes are not an image, an avatar package
+or audio (a schema says "binary" or "string"), or a registered renderer that this service's
+configuration does not offer for single-frame renders (AVATAR_RENDER_SERVICE_RENDERERS)."""
 
 
 def _document() -> dict[str, Any]:
@@ -90,8 +98,13 @@ if not CLIENT_DIR.joinpath("dist", "app.js").is_file():
 def control(
     livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlApi]:
+    from renderers.vision import models_dir
+
     work = tmp_path_factory.mktemp("fuzz")
     env = {
+        # What the render routes prepare (meshwarp's rigs) stays out of the user's cache.
+        "AVATAR_CACHE": str(work / "cache"),
+        "AVATAR_MODELS_DIR": str(models_dir()),
         "AVATAR_JOBS_DB": str(work / "jobs.sqlite3"),
         "AVATAR_JOBS_DIR": str(work / "jobs"),
         "AVATAR_JOBS_URL_SECRET": "fuzz-url-secret-0123456789-0123456789",

@@ -177,9 +177,9 @@ def test_unsupported_models_and_bad_ids(head, tmp_path) -> None:
         error = _error(head.path, tmp_path, model=model)
         assert (error.code, error.message) == (
             "unsupported_model",
-            f"Unsupported model: {model} (supported: wav2lip, meshwarp)",
+            f"Unsupported model: {model} (supported: wav2lip, meshwarp, liveportrait)",
         )
-    assert SUPPORTED_MODELS == ("wav2lip", "meshwarp")
+    assert SUPPORTED_MODELS == ("wav2lip", "meshwarp", "liveportrait")
     for bad in ("", ".hidden", "a/b", "../x", "a b", "x" * 129, "ü"):
         assert _error(head.path, tmp_path, avatar_id=bad).code == "invalid_avatar_id", bad
     error = _error(head.path, tmp_path, limits=PreparationLimits(face_size=0))
@@ -486,5 +486,5 @@ def test_cli_reports_refusals_with_exit_code_2(media, tmp_path) -> None:
     )
     run = _cli(str(short), "--avatar-id", "x", "--model", "musetalk", "--out", str(tmp_path))
     assert run.returncode == 2
-    assert "Unsupported model: musetalk (supported: wav2lip, meshwarp)" in run.stderr
+    assert "Unsupported model: musetalk (supported: wav2lip, meshwarp, liveportrait)" in run.stderr
     assert list(tmp_path.iterdir()) == []

@@ -75,6 +75,14 @@ def sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> float:
 def write_package(
     package: PackageWriter, source: PreparationSource, progress: ProgressCallback
 ) -> int:
+    return write_portrait_package(package, source, progress, model="meshwarp")
+
+
+def write_portrait_package(
+    package: PackageWriter, source: PreparationSource, progress: ProgressCallback, *, model: str
+) -> int:
+    """The package of every renderer that animates one portrait (meshwarp, liveportrait):
+    the chosen frame and a manifest naming `model`."""
     faces = {s.index: s.main for s in _single_face_samples(source.track.samples) if s.main}
     frontal = {index: frontal_score(face.keypoints) for index, face in faces.items()}
     total = max(1, source.info.frame_count)
@@ -96,7 +104,7 @@ def write_package(
     package.add_bytes(PACKAGE_PORTRAIT, encode_png(portrait))
     package.add_json(
         "avatar.json",
-        manifest(source, "meshwarp", count, portrait=PACKAGE_PORTRAIT, source_frame=index),
+        manifest(source, model, count, portrait=PACKAGE_PORTRAIT, source_frame=index),
     )
     return count
 

@@ -16,7 +16,6 @@ torch is imported lazily by the functions that need it, so importing this module
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 import warnings
@@ -26,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..base import RendererError
+from ..model_settings import BACKENDS, installed
 from .mel import MEL_STEP_COLUMNS, N_MELS
 
 if TYPE_CHECKING:
     from .model import Wav2Lip
 
-BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 BGR_FACES = [2, 1, 0, 5, 4, 3]
 """Index that turns the 6-channel RGB input into BGR (and back): each half reversed."""
 ONNX_OPSET = 17
@@ -70,13 +69,6 @@ def to_rgb_uint8(bgr: np.ndarray) -> np.ndarray:
     """(B, 3, S, S) BGR 0..1 float -> (B, S, S, 3) RGB uint8."""
     rgb = bgr[:, ::-1].transpose(0, 2, 3, 1)
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
-
-
-def installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 # --- torch -----------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..base import RendererError
 from ..cache import cache_dir
-from .backends import BACKENDS, CPU_AUTO_BACKEND, installed
+from ..model_settings import EnvReader, cuda_present, installed
+from .backends import CPU_AUTO_BACKEND
 
 PREFIX = "AVATAR_WAV2LIP_"
 
@@ -48,38 +48,23 @@ class Wav2LipSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Wav2LipSettings:
         """Settings from `env` (default os.environ); RendererError('invalid_config') names the
         variable and what it accepts."""
-        env = os.environ if env is None else env
-
-        def raw(name: str) -> str:
-            return env.get(PREFIX + name, "").strip()
-
-        checkpoint = raw("CHECKPOINT")
-        backend = raw("BACKEND").lower() or "auto"
-        if backend not in BACKENDS:
-            raise _invalid("BACKEND", backend, "one of " + ", ".join(BACKENDS))
-        device = raw("DEVICE").lower() or "auto"
-        if device not in ("auto", "cpu") and not (device == "cuda" or device.startswith("cuda:")):
-            raise _invalid("DEVICE", device, "auto, cpu, cuda or cuda:N")
-        cache = raw("CACHE")
+        read = EnvReader(PREFIX, os.environ if env is None else env)
+        batch = read.number("BATCH", 1, 256)
+        feather = read.number("FEATHER", 0.0, 0.5)
+        silence_db = read.number("SILENCE_DB", -120.0, 0.0)
+        max_frames = read.number("MAX_FRAMES", 1, 100_000)
+        color_match = read.flag("COLOR_MATCH")
         return cls(
-            checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
-            backend=backend,
-            device=device,
-            fp16=_flag(raw("FP16"), "FP16") if raw("FP16") else None,
-            batch_size=int(_number(raw("BATCH"), "BATCH", 1, 256)) if raw("BATCH") else None,
-            color_match=_flag(raw("COLOR_MATCH"), "COLOR_MATCH") if raw("COLOR_MATCH") else True,
-            feather=_number(raw("FEATHER"), "FEATHER", 0.0, 0.5) if raw("FEATHER") else 0.12,
-            silence_db=(
-                _number(raw("SILENCE_DB"), "SILENCE_DB", -120.0, 0.0)
-                if raw("SILENCE_DB")
-                else -50.0
-            ),
-            max_frames=(
-                int(_number(raw("MAX_FRAMES"), "MAX_FRAMES", 1, 100_000))
-                if raw("MAX_FRAMES")
-                else 900
-            ),
-            cache_dir=Path(cache).expanduser() if cache else None,
+            checkpoint=read.path("CHECKPOINT"),
+            backend=read.backend(),
+            device=read.device(),
+            fp16=read.flag("FP16"),
+            batch_size=int(batch) if batch is not None else None,
+            color_match=True if color_match is None else color_match,
+            feather=0.12 if feather is None else feather,
+            silence_db=-50.0 if silence_db is None else silence_db,
+            max_frames=900 if max_frames is None else int(max_frames),
+            cache_dir=read.path("CACHE"),
         )
 
     # -- what "auto" means here, without importing torch ----------------------------------
@@ -88,7 +73,7 @@ class Wav2LipSettings:
         """The device `auto` stands for: CUDA when torch is installed and sees a GPU."""
         if self.device != "auto":
             return self.device
-        return "cuda" if _cuda_present() else "cpu"
+        return "cuda" if cuda_present() else "cpu"
 
     def resolved_backend(self) -> str:
         """What backends.create_generator makes of `auto`: TensorRT (when installed) else
@@ -96,8 +81,8 @@ class Wav2LipSettings:
         if self.backend != "auto":
             return self.backend
         if self.resolved_device().startswith("cuda"):
-            return "tensorrt" if _installed("tensorrt") else "torch"
-        return CPU_AUTO_BACKEND if _installed("onnxruntime") else "torch"
+            return "tensorrt" if installed("tensorrt") else "torch"
+        return CPU_AUTO_BACKEND if installed("onnxruntime") else "torch"
 
     def resolved_fp16(self) -> bool:
         if self.fp16 is not None:
@@ -127,43 +112,10 @@ class Wav2LipSettings:
         needed = {"torch": ["torch"], "onnx": ["torch", "onnxruntime"]}.get(
             backend, ["torch", "tensorrt"]
         )
-        missing = [name for name in needed if not _installed(name)]
+        missing = [name for name in needed if not installed(name)]
         if missing:
             return (
                 f"the wav2lip '{backend}' back end needs {' and '.join(missing)}, which "
                 f"{'is' if len(missing) == 1 else 'are'} not installed"
             )
         return None
-
-
-def _installed(module: str) -> bool:
-    return installed(module)
-
-
-def _cuda_present() -> bool:
-    """A cheap guess at `torch.cuda.is_available()` that imports nothing: torch installed and
-    an NVIDIA driver present."""
-    return _installed("torch") and Path("/proc/driver/nvidia/version").exists()
-
-
-def _invalid(name: str, value: str, accepted: str) -> RendererError:
-    return RendererError("invalid_config", f"{PREFIX}{name}={value!r} is not valid; use {accepted}")
-
-
-def _flag(value: str, name: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise _invalid(name, value, "1 or 0")
-
-
-def _number(value: str, name: str, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise _invalid(name, value, f"a number from {low:g} to {high:g}") from None
-    if not low <= number <= high:
-        raise _invalid(name, value, f"a number from {low:g} to {high:g}")
-    return number
