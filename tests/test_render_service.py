@@ -290,13 +290,13 @@ def test_every_bad_input_is_a_4xx_with_its_code(service: ControlApi) -> None:
     )
     unknown = error_of(
         post(service, "frame", json={"image": portrait, "emotion": "joyful"}),
-        400,
+        422,
         "invalid_emotion",
     )
     assert unknown["valid"] == list(EMOTIONS)
     error_of(
         post(service, "batch", json={"image": portrait, "emotions": ["happy", "glee"]}),
-        400,
+        422,
         "invalid_emotion",
     )
     # Too many bytes: inline and as an upload; too many pixels: from the header alone.

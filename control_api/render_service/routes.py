@@ -35,7 +35,7 @@ from .. import uploads
 from ..context import METRICS, RENDER_POOL, SETTINGS
 from ..errors import ApiError
 from ..jobs.fetch import FetchError, decode_data_uri
-from ..validation import parse_json_object, read_body, unit_interval
+from ..validation import one_of, parse_json_object, read_body, unit_interval
 from .pool import RenderJob, RenderReply
 from .rules import (
     DEFAULT_EMOTION,
@@ -242,14 +242,7 @@ def _renderer(value: Any, allowed: tuple[str, ...]) -> str:
 def _emotion(value: Any, default: str | None = None) -> str:
     if value is None and default is not None:
         return default
-    if not isinstance(value, str) or value not in EMOTIONS:
-        raise ApiError(
-            400,
-            "invalid_emotion",
-            f"unknown emotion {repr(value)[:64]}; valid: {', '.join(EMOTIONS)}",
-            valid=list(EMOTIONS),
-        )
-    return value
+    return one_of(value, list(EMOTIONS), field="emotion", code="invalid_emotion")
 
 
 def _emotions(value: Any, max_batch: int) -> tuple[str, ...]:

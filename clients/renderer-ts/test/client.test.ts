@@ -172,7 +172,7 @@ describe("the client against the service", () => {
     await refusal(renderer.renderFrame(corrupt), 422, "invalid_image");
     const unknown = await refusal(
       renderer.renderFrame(portrait, { emotion: "joyful" as EmotionType }),
-      400,
+      422,
       "invalid_emotion",
     );
     assert.deepEqual(unknown.valid, ALL_EMOTIONS);
