@@ -7,7 +7,7 @@ a frame on an RTX 4090 and FasterLivePortrait's 30+ fps on an RTX 3090 with Tens
 Weights are random in the published layout (speed does not depend on their values).
 
     python -m bench --only liveportrait     # writes bench/results/liveportrait.json + report
-    python -m bench.liveportrait [--backends torch,onnx] [--batches 1,4] [--frames 8]
+    python -m bench.liveportrait [--backends torch,onnx] [--batches 1,4] [--frames 4]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def renderer_speed(
 async def run(
     backends: tuple[str, ...] = ("torch", "onnx"),
     batches: tuple[int, ...] = (1, 4),
-    frames: int = 8,
+    frames: int = 4,
 ) -> dict[str, Any]:
     return await asyncio.to_thread(_measure, list(backends), list(batches), frames)
 
@@ -101,7 +101,7 @@ def _measure(backends: list[str], batches: list[int], frames: int) -> dict[str, 
         from renderers.liveportrait.settings import LivePortraitSettings
 
         settings = LivePortraitSettings(directory=directory, device="cpu", cache_dir=cache)
-        modules = measure(settings, backends, batches, repeats=3)
+        modules = measure(settings, backends, batches, repeats=2)
         rows = []
         for backend in backends:
             print(f"bench: liveportrait renderer, {backend}", flush=True)
@@ -133,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.liveportrait")
     parser.add_argument("--backends", default="torch,onnx")
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     results = asyncio.run(

@@ -708,7 +708,7 @@ def liveportrait_section(results: dict) -> str:
                 row["ms_per_frame"],
                 row["load_ms"],
                 row["first_frame_ms"],
-                f"{100 * row['realtime_share']:.0f} %",
+                f"{100 * row['realtime_share']:.1f} %",
             ]
         )
     published = [
@@ -720,9 +720,10 @@ def liveportrait_section(results: dict) -> str:
         "",
         f"Measured {results['started']} on {machine['cpu_count']} CPUs with random weights at "
         "the published sizes (speed does not depend on the weights); "
-        f"{results['gpu']}. Networks: milliseconds per call (median of 3 after a warm-up) at "
-        "256x256 input, W and G also timed apart; warp_decode is the two fused, what runs per "
-        "frame. load = engine build (checkpoint load, and the ONNX export on a first run).",
+        f"{results['gpu']}. Networks: milliseconds per call (median of {modules['repeats']} "
+        "after a warm-up) at 256x256 input, W and G also timed apart; warp_decode is the two "
+        "fused, what runs per frame. load = engine build (checkpoint load, and the ONNX export "
+        "on a first run).",
         "",
         _table(
             ["back end", "batch", "load (s)", *[f"{n} (ms)" for n in names], "warp+decode fps"],
