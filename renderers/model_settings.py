@@ -29,6 +29,19 @@ def cuda_present() -> bool:
     return installed("torch") and Path("/proc/driver/nvidia/version").exists()
 
 
+def tensorrt_unavailable_reason() -> str | None:
+    """Why the TensorRT back ends cannot run here (None when they can). Imports torch."""
+    if not installed("tensorrt"):
+        return "the TensorRT back end needs the 'tensorrt' package, which is not installed"
+    if not installed("torch"):
+        return "the TensorRT back end needs torch (for CUDA buffers), which is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "the TensorRT back end needs a CUDA GPU, and torch sees none"
+    return None
+
+
 class EnvReader:
     """Typed reads of `prefix + NAME` from `env`; a bad value raises
     RendererError('invalid_config') naming the variable and what it accepts."""

@@ -15,25 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ..model_settings import installed
+from ..model_settings import tensorrt_unavailable_reason
 from .checkpoint import CheckpointFiles
 from .engine import BackendUnavailableError, GraphEngine
 from .onnx_files import GRAPHS, ExportedSet
 
 MAX_BATCH = 8
 OPT_BATCH = 4
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    if not installed("tensorrt"):
-        return "the TensorRT back end needs the 'tensorrt' package, which is not installed"
-    if not installed("torch"):
-        return "the TensorRT back end needs torch (for CUDA buffers), which is not installed"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "the TensorRT back end needs a CUDA GPU, and torch sees none"
-    return None
 
 
 def build_engine(onnx_path: Path, engine_path: Path, *, fp16: bool) -> Path:

@@ -78,6 +78,8 @@ class _Source:
     ratios: Ratios
     mask: np.ndarray
     """The paste-back mask in video pixels, HxWx1 float32."""
+    backdrop: np.ndarray
+    """framed x (1 - mask), float32: the portrait's share of every frame, computed once."""
 
 
 _ENGINES: dict[LivePortraitSettings, LivePortraitEngine] = {}
@@ -199,6 +201,7 @@ class LivePortraitRenderer(Renderer):
             keypoints=keypoints,
             ratios=openness_ratios(points),
             mask=mask[..., None],
+            backdrop=(framed * (1.0 - mask[..., None])).astype(np.float32),
         )
 
     def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
@@ -267,7 +270,8 @@ class LivePortraitRenderer(Renderer):
         source = self._source
         assert source is not None
         keypoints = self.driving_keypoints(requests)
-        feature = np.repeat(source.feature, len(requests), axis=0)
+        n = len(requests)
+        feature = source.feature if n == 1 else np.repeat(source.feature, n, axis=0)
         out = self.engine.warp_decode(feature, keypoints.source, keypoints.driving)
         pixels = np.clip(out.transpose(0, 2, 3, 1) * 255.0 + 0.5, 0, 255)
         return pixels.astype(np.uint8)
@@ -282,8 +286,7 @@ class LivePortraitRenderer(Renderer):
         painted = cv2.warpAffine(
             crop, to_image, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-        mask = source.mask
-        blended = source.framed * (1.0 - mask) + painted * mask
+        blended = source.backdrop + painted * source.mask
         frame = np.empty((height, width, 4), dtype=np.uint8)
         frame[..., :3] = np.clip(blended + 0.5, 0, 255)
         frame[..., 3] = 255

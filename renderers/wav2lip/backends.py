@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..base import RendererError
-from ..model_settings import BACKENDS, installed
+from ..model_settings import BACKENDS, installed, tensorrt_unavailable_reason
 from .mel import MEL_STEP_COLUMNS, N_MELS
 
 if TYPE_CHECKING:
@@ -166,18 +166,6 @@ class OnnxGenerator:
 
 
 # --- TensorRT --------------------------------------------------------------------------------
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    if not installed("tensorrt"):
-        return "the TensorRT back end needs the 'tensorrt' package, which is not installed"
-    if not installed("torch"):
-        return "the TensorRT back end needs torch (for CUDA buffers), which is not installed"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "the TensorRT back end needs a CUDA GPU, and torch sees none"
-    return None
 
 
 def build_tensorrt_engine(
