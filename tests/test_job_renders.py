@@ -58,7 +58,7 @@ def _read_mp4(data: bytes) -> tuple[float, float, int, list[np.ndarray]]:
                     frames.append(frame.to_ndarray(format="gray"))
                 else:
                     samples += frame.samples
-    fps = float(video.average_rate)
+        fps = float(video.average_rate)  # while open: PyAV 18.1.1 refuses it after close
     return len(frames) / fps, samples / rate, rate, frames
 
 
