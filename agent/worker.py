@@ -18,7 +18,7 @@ from livekit.agents.types import ATTRIBUTE_AGENT_NAME
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 from livekit.agents.worker import ServerEnvOption
 
-from avatar_runtime import AvatarSession
+from avatar_runtime import AvatarSession, publish_captions_unlinked
 from avatar_runtime.piper_tts import PiperTTS
 from avatar_runtime.remote import PUBLISH_ON_BEHALF
 from avatar_runtime.session import Mode
@@ -117,6 +117,9 @@ async def entrypoint(ctx: JobContext) -> None:
         ),
     )
     if not ctx.is_fake_job():
+        # Captions from the first word: a viewer without a microphone is announced to us
+        # seconds after joining (see avatar_runtime/captions.py).
+        publish_captions_unlinked(session, ctx.room)
         # `agent.say` / `agent.interrupt`, how the control API makes this session speak.
         register_session_rpc(ctx.room.local_participant, session)
         await ctx.room.local_participant.set_attributes({READY_ATTRIBUTE: "true"})

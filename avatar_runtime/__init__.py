@@ -17,6 +17,7 @@ from .backgrounds import (
     parse_background,
     valid_backgrounds,
 )
+from .captions import publish_captions_unlinked
 from .compositor import BackgroundStage, Compositor
 from .controls import AvatarControls, ControlError
 from .generator import IDLE_AUDIO_KEY, AvatarVideoGenerator, RuntimeOptions
@@ -61,6 +62,7 @@ __all__ = [
     "default_avatars_dir",
     "default_backgrounds_dir",
     "parse_background",
+    "publish_captions_unlinked",
     "start_avatar",
     "valid_backgrounds",
 ]

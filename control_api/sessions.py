@@ -373,7 +373,13 @@ class SessionLink:
             self.agent_joined.set()
         if self._in_doubt:
             return  # `room_confirmed` notices everyone again
-        if self._avatar_identity is None and EMOTION_ATTRIBUTE in participant.attributes:
+        # Only an agent participant (the agent, or an avatar worker it dispatched) can be the
+        # avatar: a viewer may set attributes of its own, avatar.emotion among them.
+        if (
+            self._avatar_identity is None
+            and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            and EMOTION_ATTRIBUTE in participant.attributes
+        ):
             self._avatar_identity = participant.identity
             self._agent_identity = (
                 participant.attributes.get(PUBLISH_ON_BEHALF) or participant.identity

@@ -36,6 +36,10 @@ def mint_token(
                 can_publish=True,
                 can_subscribe=True,
                 can_publish_data=True,
+                # The web page sets an attribute of its own as it joins: livekit-server tells
+                # the others about a participant that publishes nothing only every 3 s, about
+                # an attribute change at once, and the agent links to the viewer from then.
+                can_update_own_metadata=True,
             )
         )
     )

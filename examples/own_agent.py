@@ -12,7 +12,7 @@ import os
 
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
 
-from avatar_runtime import AvatarSession
+from avatar_runtime import AvatarSession, publish_captions_unlinked
 from avatar_runtime.piper_tts import PiperTTS
 
 server = AgentServer()
@@ -36,6 +36,7 @@ async def entrypoint(ctx: JobContext) -> None:
         agent=Agent(instructions="You are a friendly assistant.", tools=avatar.tools()),
         room=ctx.room,
     )
+    publish_captions_unlinked(session, ctx.room)  # captions for viewers without a microphone
     session.say("Hello! I am your own agent, and now I have a face.")
 
 

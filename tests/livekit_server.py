@@ -312,6 +312,7 @@ def make_token(
     name: str | None = None,
     metadata: str | None = None,
     attributes: dict[str, str] | None = None,
+    kind: api.AccessToken.ParticipantKind | None = None,
     ttl: timedelta = timedelta(hours=1),
     **grants: object,
 ) -> str:
@@ -334,6 +335,8 @@ def make_token(
         token = token.with_metadata(metadata)
     if attributes:
         token = token.with_attributes(attributes)
+    if kind is not None:
+        token = token.with_kind(kind)
     if agent_name is not None:
         token = token.with_room_config(
             api.RoomConfiguration(

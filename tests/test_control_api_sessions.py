@@ -97,7 +97,8 @@ async def joined_avatar(
     the control API's background directory, as a deployment must."""
     room = rtc.Room()
     await room.connect(
-        server.url, make_token(server, AVATAR, session_id, can_update_own_metadata=True)
+        server.url,
+        make_token(server, AVATAR, session_id, kind="agent", can_update_own_metadata=True),
     )
     audio = QueueAudioOutput(sample_rate=24000, wait_playback_start=True)
     running = await start_avatar(
@@ -169,6 +170,8 @@ async def test_create_makes_a_room_dispatches_the_agent_and_returns_a_join_token
     )
     assert claims.video is not None and claims.video.room == session_id
     assert claims.identity == session["identity"]
+    # The web page announces itself with an attribute (see control_api/tokens.py).
+    assert claims.video.can_update_own_metadata is True
     # The session dispatched the agent itself; a join with this token must not add another.
     assert claims.room_config is None or not claims.room_config.agents
 
@@ -363,6 +366,26 @@ async def test_controls_before_the_avatar_joins_say_so(client: TestClient) -> No
     assert "retry" in assert_error(await resp.json(), "avatar_not_connected")["message"]
 
 
+async def test_a_viewer_with_avatar_attributes_is_not_taken_for_the_avatar(
+    client: TestClient, livekit_server: LiveKitServer
+) -> None:
+    session_id = _session_id()
+    session = await _create(client, session_id)
+    viewer = rtc.Room()
+    await viewer.connect(livekit_server.url, session["token"])
+    try:
+        await viewer.local_participant.set_attributes({"avatar.emotion": "angry"})
+        await asyncio.sleep(1.0)  # the control API's participant has seen the change
+        state = await _session(client, session_id)
+        assert state["avatar_connected"] is False
+        assert state["emotion"] == "neutral"
+        async with joined_avatar(livekit_server, session_id):
+            await _avatar_connected(client, session_id)
+            assert (await _session(client, session_id))["emotion"] == "neutral"
+    finally:
+        await viewer.disconnect()
+
+
 async def test_emotion_and_background_change_the_live_avatar(
     client: TestClient, livekit_server: LiveKitServer, tmp_path: Path
 ) -> None:
@@ -375,7 +398,7 @@ async def test_emotion_and_background_change_the_live_avatar(
     async with session_with_avatar(client, livekit_server, backgrounds) as (session_id, avatar):
         state = await _session(client, session_id)
         assert state["avatar_identity"] == AVATAR
-        assert {"identity": AVATAR, "name": "", "kind": "standard"} in state["participants"]
+        assert {"identity": AVATAR, "name": "", "kind": "agent"} in state["participants"]
 
         resp = await client.post(
             f"/avatars/{session_id}/emotion",

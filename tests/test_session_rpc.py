@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Protocol
 
 import pytest
 from livekit import api, rtc
@@ -27,6 +28,7 @@ from avatar_runtime.dispatch import dispatch_until_joined
 from bench.observer import PUBLISH_ON_BEHALF, RoomObserver, observer_token
 from tests import test_room_e2e as e2e
 from tests.test_room_e2e import LONG_TEXT, Deployment, avatar_attribute
+from tests.worker_process import TEST_GREETING
 
 pytestmark = [pytest.mark.livekit, pytest.mark.slow]
 
@@ -153,6 +155,58 @@ async def test_say_with_interrupt_replaces_the_current_speech(
     assert observer.segment_frames(queued) and observer.segment_frames(queued + 1)
 
 
+async def test_captions_reach_a_listener_the_agent_has_not_linked(deployment: Deployment) -> None:
+    """The avatar's captions (`lk.transcription` text streams) reach a listener that publishes
+    nothing. livekit-server announces such a participant seconds late (it batches their joins)
+    and a hidden one never, so the agent's RoomIO has nobody to link; its captions must not
+    wait for that (avatar_runtime/captions.py). Here: a hidden recorder gets the greeting's."""
+    server = deployment.server
+    room_name = f"captions-{uuid.uuid4().hex[:8]}"
+    token = (
+        api.AccessToken(server.api_key, server.api_secret)
+        .with_identity("recorder")
+        .with_grants(api.VideoGrants(room_join=True, room=room_name, hidden=True))
+        .to_jwt()
+    )
+    room = rtc.Room()
+    captions: dict[str, str] = {}  # final captions: stream id -> text
+    readers: set[asyncio.Task[None]] = set()
+
+    async def read(reader: rtc.TextStreamReader) -> None:
+        text = await reader.read_all()
+        if (reader.info.attributes or {}).get("lk.transcription_final") == "true":
+            captions[reader.info.stream_id] = text
+
+    def on_stream(reader: rtc.TextStreamReader, sender: str) -> None:
+        task = asyncio.get_running_loop().create_task(read(reader))
+        readers.add(task)
+        task.add_done_callback(readers.discard)
+
+    room.register_text_stream_handler("lk.transcription", on_stream)
+    lkapi = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+    await room.connect(server.url, token)
+    try:
+        request = api.CreateAgentDispatchRequest(
+            agent_name=deployment.agent_name,
+            room=room_name,
+            metadata=json.dumps({"avatar_id": "default", "session_id": room_name}),
+        )
+        listener = Listener(room)
+        joined = await dispatch_until_joined(
+            lkapi, request, lambda: agent_identity(listener) is not None
+        )
+        assert joined, "no agent joined the room"
+        deadline = time.monotonic() + 60
+        while not captions:
+            assert time.monotonic() < deadline, "no caption of the greeting reached the listener"
+            await asyncio.sleep(0.1)
+        assert list(captions.values()) == [TEST_GREETING]
+    finally:
+        await room.disconnect()
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
+        await lkapi.aclose()
+
+
 @pytest.fixture
 def inprocess_only(deployment: Deployment) -> None:
     """The validation is the same code in both modes; one room fewer on two cores."""
@@ -250,8 +304,20 @@ async def test_of_two_agents_dispatched_to_one_room_one_leaves(
         await lkapi.aclose()
 
 
+class InRoom(Protocol):
+    """A participant of the test: a RoomObserver, or a bare room's holder."""
+
+    @property
+    def room(self) -> rtc.Room: ...
+
+
+@dataclass
+class Listener:
+    room: rtc.Room
+
+
 async def call_agent(
-    observer: RoomObserver, method: str, payload: object | None = None
+    observer: InRoom, method: str, payload: object | None = None
 ) -> dict[str, object]:
     """Call one of the agent's RPCs; a str payload is sent as it is, anything else as JSON."""
     identity = agent_identity(observer)
@@ -263,7 +329,7 @@ async def call_agent(
     return json.loads(reply)
 
 
-def agent_identity(observer: RoomObserver) -> str | None:
+def agent_identity(observer: InRoom) -> str | None:
     """The participant whose AgentSession speaks: the agent, not an avatar worker publishing
     on its behalf."""
     for participant in observer.room.remote_participants.values():

@@ -16,12 +16,14 @@ from tests.livekit_server import LiveKitServer, log_tail, pdeathsig_preexec, sto
 
 REPO = Path(__file__).resolve().parent.parent
 READY_LINE = "registered worker"
+TEST_GREETING = "Hi."
+"""What the test workers greet with: short, so each test gets to its own speech soon."""
 
 
 def worker_env(server: LiveKitServer, extra: Mapping[str, str]) -> dict[str, str]:
     env = {**os.environ, **server.env(), **extra}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("AVATAR_GREETING", "Hi.")
+    env.setdefault("AVATAR_GREETING", TEST_GREETING)
     env.pop("OPENAI_API_KEY", None)  # tests run the keyless path: piper, no STT or LLM
     env.pop("DEEPGRAM_API_KEY", None)
     env.pop("CARTESIA_API_KEY", None)

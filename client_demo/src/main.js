@@ -54,6 +54,7 @@ const PLACEHOLDER_TEXT = {
   error: 'Could not join',
 };
 const MAX_EVENTS = 100;
+const CLIENT_NAME = 'avatar-agents-web'; // this page, in its participant's `client` attribute
 
 // `?room=NAME` joins an existing room with a LiveKit token only (POST /token); otherwise Join
 // creates a session (POST /avatars) with `?avatar=ID` (default "default").
@@ -500,6 +501,15 @@ function deleteSession(sessionId, { keepalive = false } = {}) {
   return api(`/avatars/${encodeURIComponent(sessionId)}`, { method: 'DELETE', keepalive });
 }
 
+// livekit-server tells the others about a participant that publishes nothing only every 3 s,
+// but about an attribute change at once. Setting one as we join lets the agent link to us (and
+// take our typed messages) before its first words rather than seconds into them.
+function announce(room) {
+  room.localParticipant.setAttributes({ client: CLIENT_NAME }).catch((err) => {
+    console.warn('could not announce this page to the room', err);
+  });
+}
+
 async function join() {
   if (demo.room) return;
   clearNotice();
@@ -538,6 +548,7 @@ async function join() {
     openEvents(demo.sessionId);
     await room.connect(url, token);
     if (demo.room !== room) return; // Leave was pressed while connecting
+    announce(room);
     sessionConnected = true;
     setState('waiting');
     refreshAvatar();
