@@ -37,6 +37,22 @@ _COST_WEIGHT = 0.2  # of the newest sample in the running finishing-cost estimat
 FinishFrame = Callable[[rtc.VideoFrame], Awaitable[rtc.VideoFrame]]
 
 
+class CostEstimate:
+    """A running estimate of how long a step before a frame's slot takes (finishing it here,
+    encoding it for a WebRTC peer in control_api/streaming/webrtc.py), to start the step that
+    much early: it leans on the newest cost, never drops below half of it, and never passes
+    `limit`."""
+
+    def __init__(self, limit: float) -> None:
+        self.value = 0.0
+        self._limit = limit
+
+    def add(self, cost: float) -> float:
+        estimate = (1.0 - _COST_WEIGHT) * self.value + _COST_WEIGHT * cost
+        self.value = min(max(estimate, cost * 0.5), self._limit)
+        return self.value
+
+
 class FramePacer:
     def __init__(
         self,
@@ -62,7 +78,7 @@ class FramePacer:
         self._queue: asyncio.Queue[rtc.VideoFrame] = asyncio.Queue(maxsize=self.queue_frames)
         self._finish = finish
         self._on_arrival = on_arrival
-        self._finish_cost_s = 0.0
+        self._finish_cost = CostEstimate(limit=self._interval)
         self._next_slot: float | None = None
         self._sent: deque[float] = deque(maxlen=max(2, int(fps)))
         self._task = asyncio.create_task(self._play_video(), name="avatar-pacer")
@@ -111,7 +127,7 @@ class FramePacer:
                 if self._next_slot is None or now - self._next_slot > MAX_BEHIND_S:
                     self._next_slot = now
                 if self._finish is not None:
-                    await _sleep_until(self._next_slot - self._finish_cost_s)
+                    await _sleep_until(self._next_slot - self._finish_cost.value)
                     frame = await self._finished(frame)
                 await _sleep_until(self._next_slot)
                 self._send(frame)
@@ -132,9 +148,7 @@ class FramePacer:
             # The finishing step handles its own failures; this only keeps pictures flowing.
             logger.exception("finishing a frame failed; sending it as it is")
             return frame
-        cost = time.perf_counter() - started
-        estimate = (1.0 - _COST_WEIGHT) * self._finish_cost_s + _COST_WEIGHT * cost
-        self._finish_cost_s = min(max(estimate, cost * 0.5), self._interval)
+        self._finish_cost.add(time.perf_counter() - started)
         return finished
 
 

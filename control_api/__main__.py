@@ -1,4 +1,6 @@
-"""`python -m control_api [--host 127.0.0.1] [--port 8080]`: the service (the default).
+"""`python -m control_api [--host 127.0.0.1] [--port 8080]`: the service (the default; host,
+port and log level otherwise from AVATAR_HOST, AVATAR_PORT, AVATAR_LOG_LEVEL or seed 004's
+DITTO_HOST, DITTO_PORT, DITTO_LOG_LEVEL, and logging as logging_setup.py says).
 `python -m control_api prepare VIDEO ...`: prepare an avatar package (see prepare_cli.py).
 Installed, the console script `avatar-control-api` is the same command."""
 
@@ -6,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -24,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from .app import create_app
     from .config import ConfigError, Settings
+    from .gpu import select_gpu
+    from .logging_setup import ContextAccessLogger, configure_logging
     from .security import ensure_credentials
 
     parser = argparse.ArgumentParser(
@@ -31,23 +36,35 @@ def main(argv: list[str] | None = None) -> None:
         description="Avatar Agents control API and web client.",
         epilog="python -m control_api prepare --help: turn a training video into an avatar package",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="bind port (default 8080)")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--host", default=None, help="bind address (default AVATAR_HOST, else 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="bind port (default AVATAR_PORT, else 8080)"
+    )
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, ... (default AVATAR_LOG_LEVEL, else INFO)"
+    )
     parser.add_argument(
         "--no-access-log", action="store_true", help="do not log a line per request"
     )
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        settings, generated_key = ensure_credentials(Settings.from_env())
+        settings = Settings.from_env()
+        if args.log_level:
+            settings = dataclasses.replace(settings, log_level=args.log_level.upper())
+            settings.validate()
+        configure_logging(settings)
+        # The GPU AVATAR_GPU_ID names is the only one this process and its workers see.
+        select_gpu(os.environ, settings.gpu_id)
+        settings, generated_key = ensure_credentials(settings)
         app = create_app(settings)
     except ConfigError as error:
         print(f"control_api: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    port = args.port if args.port is not None else settings.port
+    bind = args.host or settings.host
 
     log.info(
         "LiveKit %s (public %s), agent %r",
@@ -55,12 +72,12 @@ def main(argv: list[str] | None = None) -> None:
         settings.public_livekit_url,
         settings.agent_name,
     )
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     if settings.auth == "disabled":
         log.warning(
             "authentication is DISABLED (AVATAR_API_AUTH=disabled): anyone who can "
             "reach port %d controls every session",
-            args.port,
+            port,
         )
     elif generated_key is not None:
         log.info(
@@ -68,16 +85,17 @@ def main(argv: list[str] | None = None) -> None:
             "http://%s:%d/#api_key=%s",
             settings.cache_dir / "control-api-key",
             host,
-            args.port,
+            port,
             generated_key,
         )
     web.run_app(
         app,
         loop=_event_loop(),
-        host=args.host,
-        port=args.port,
+        host=bind,
+        port=port,
         print=None,
         access_log=None if args.no_access_log else logging.getLogger("aiohttp.access"),
+        access_log_class=ContextAccessLogger,
     )
 
 

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 
 from avatar_runtime import AvatarCatalog, BackgroundLibrary
 
-from . import avatars, catalog, health, tokens
+from . import avatars, catalog, health, inventory, logcontext, tokens
 from . import openapi as spec
 from .config import Settings
 from .context import (
@@ -27,10 +27,13 @@ from .context import (
     RENDER_POOL,
     SETTINGS,
     STARTED_AT,
+    STREAMS,
+    WEBRTC_PEERS,
 )
 from .errors import ApiError, error_middleware
 from .jobs import routes_files, routes_internal, routes_renders, routes_runpod
 from .jobs.system import JobSystem
+from .logging_setup import REQUEST_ID
 from .metrics import CONTENT_TYPE, ApiMetrics
 from .openapi import Route, docs_page, openapi_document
 from .render_service import routes as render_routes
@@ -43,6 +46,9 @@ from .security import (
     rate_limit_middleware,
 )
 from .sessions import SessionHub
+from .streaming import routes as stream_routes
+from .streaming import whep
+from .streaming.manager import StreamManager
 from .validation import BodyLimit, body_limit_middleware
 
 log = logging.getLogger("control_api")
@@ -283,6 +289,37 @@ RENDER_SERVICE_ROUTES: list[Route] = [
 ]
 
 
+# --- frame streaming over WebSocket (seed 004, control_api/streaming, docs/streaming.md) --------
+
+STREAM_ROUTES: list[Route] = [
+    Route(
+        "GET",
+        "/api/v1/stream/ws",
+        stream_routes.stream_ws,
+        "WebSocket: stream audio in, get lip-synced frames back (seed 004's Ditto protocol)",
+        status=101,
+        response_types=(),
+        tags=("streaming",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/stream/sessions",
+        stream_routes.stream_sessions,
+        "Active streaming sessions",
+        response=spec.STREAM_SESSIONS,
+        tags=("streaming",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/stream/stats",
+        stream_routes.stream_stats,
+        "Streaming statistics: sessions started, active, refused, expired, crashed; frames",
+        response=spec.STREAM_STATS,
+        tags=("streaming",),
+    ),
+]
+
+
 def _job_seconds(started: float | None, finished: float | None) -> float | None:
     return finished - started if started is not None and finished is not None else None
 
@@ -315,6 +352,22 @@ ROUTES: list[Route] = [
         "Liveness probe",
         public=True,
         response=spec.LIVE,
+        tags=("health",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/models",
+        inventory.models,
+        "Renderers: available or why not, model files found or missing, back ends, devices",
+        response=spec.MODELS,
+        tags=("health",),
+    ),
+    Route(
+        "GET",
+        "/api/v1/gpu-info",
+        inventory.gpu_info,
+        "GPUs: memory, utilization, temperature, driver and CUDA versions (or why none)",
+        response=spec.GPU_INFO,
         tags=("health",),
     ),
     Route(
@@ -450,6 +503,8 @@ ROUTES: list[Route] = [
     ),
     *JOB_ROUTES,
     *RENDER_SERVICE_ROUTES,
+    *STREAM_ROUTES,
+    *whep.STREAM_WEBRTC_ROUTES,
     Route(
         "GET",
         "/metrics",
@@ -510,13 +565,18 @@ def body_limits(settings: Settings) -> dict[object, BodyLimit]:
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
-    response = await handler(request)
-    if not response.prepared:
-        response.headers[REQUEST_ID_HEADER] = request_id
-        response.headers.setdefault("Cache-Control", "no-cache")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if response.status >= 500:
-        log.warning("%s %s -> %s [%s]", request.method, request.path, response.status, request_id)
+    request[REQUEST_ID] = request_id  # for the access log, written after the response
+    # The request id is the correlation id of every line logged while handling it.
+    with logcontext.bound(correlation_id=request_id):
+        response = await handler(request)
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
+            response.headers.setdefault("Cache-Control", "no-cache")
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if response.status >= 500:
+            log.warning(
+                "%s %s -> %s [%s]", request.method, request.path, response.status, request_id
+            )
     return response
 
 
@@ -586,6 +646,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     app[RENDER_POOL] = RenderPool(settings, on_analysed=api_metrics.portrait)
     api_metrics.watch_render_pool(app[RENDER_POOL].status)
+    app[STREAMS] = StreamManager(settings)
+    app.cleanup_ctx.append(app[STREAMS].lifecycle)
+    app.on_shutdown.append(app[STREAMS].on_shutdown)
+    app[WEBRTC_PEERS] = whep.peer_registry(settings)
+    app.on_shutdown.append(whep.close_peers)
     app.cleanup_ctx.extend(
         [_http_session, health.gpu_probe, _job_system, _render_pool, _session_hub]
     )

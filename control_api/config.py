@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +18,7 @@ from dotenv import find_dotenv, load_dotenv
 import renderers
 from renderers.cache import cache_dir
 
+from .env_aliases import LOG_LEVELS, apply_aliases
 from .render_service.rules import DEFAULT_MAX_BATCH
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -79,6 +80,27 @@ class Settings:
     session_idle_timeout_s: float = 300.0
     """A session nobody (but the agent) has been in for this long is closed."""
     rpc_timeout_s: float = 5.0
+
+    # -- server, GPU and logging (seed 004; __main__.py, gpu.py, logging_setup.py) ----------
+    host: str = "127.0.0.1"
+    """The bind address of `python -m control_api` (its --host wins)."""
+    port: int = 8080
+    """The bind port of `python -m control_api` (its --port wins)."""
+    gpu_id: int | None = None
+    """The GPU to use, by nvidia-smi's index: `GET /api/v1/gpu-info` lists it first, and the
+    service and its worker processes see only it (CUDA_VISIBLE_DEVICES, gpu.select_gpu).
+    None: every GPU, CUDA's first by default."""
+    log_level: str = "INFO"
+    enable_console_logging: bool = True
+    """Human-readable lines on stderr (Rich on a terminal)."""
+    enable_file_logging: bool = True
+    """JSON lines in `<logs dir>/control-api_YYYYMMDD_HHMMSS.json`, `latest.json` the newest."""
+    log_dir: Path | None = None
+    """None: `<cache_dir>/logs`."""
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.log_dir or self.cache_dir / "logs"
 
     # -- storage -------------------------------------------------------------------------------
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -149,6 +171,53 @@ class Settings:
     render_service_warmup: bool = True
     """Start and warm the workers when the service starts (else at the first render)."""
 
+    # -- frame streaming over WebSocket (seed 004, control_api/streaming, docs/streaming.md) --
+    stream_renderer: str = "meshwarp"
+    """The renderer of `WS /api/v1/stream/ws` when an init names none."""
+    stream_renderers: tuple[str, ...] = ()
+    """Renderers an init may name besides the default (the default is always allowed)."""
+    stream_max_sessions: int = 2
+    """Streaming sessions at once (one worker process each); one more init is refused with
+    `too_many_sessions`."""
+    stream_idle_timeout_s: float = 60.0
+    """A session (or a socket not yet initialized) that has received no message and produced
+    no frame for this long expires (`session_expired`)."""
+    stream_render_timeout_s: float = 30.0
+    """The longest a session's worker may take to load the source, or go silent while it owes
+    frames; then it is killed and the session ends (`render_timeout`)."""
+    stream_fps: float = 25.0
+    """The frame rate when an init names none (Ditto's own rate)."""
+    stream_max_chunk_s: float = 10.0
+    """The most audio one `audio_chunk` may carry."""
+    stream_max_audio_s: float = 600.0
+    """The most audio one session may receive in all."""
+    stream_send_queue: int = 60
+    """Frames waiting to go out to one WebSocket client; past it the oldest are dropped."""
+
+    # -- WebRTC playback of streaming sessions (control_api/streaming/webrtc.py, whep.py) ------
+    webrtc_max_peers_per_session: int = 2
+    """WebRTC peers (WHEP or `webrtc_offer`) one streaming session may have; one more is
+    refused with 429 too_many_peers."""
+    webrtc_max_peers: int = 16
+    """WebRTC peers in all; one more is refused with 503 webrtc_busy."""
+    webrtc_ice_servers: tuple[str, ...] = ()
+    """STUN/TURN URLs for the service's side of ICE (`stun:host:port`, `turn:host:port`).
+    None: host candidates only (loopback, a LAN, a machine with a public address)."""
+    webrtc_ice_username: str | None = None
+    """For the `turn:` servers."""
+    webrtc_ice_credential: str | None = field(default=None, repr=False)
+
+    @property
+    def stream_allowed(self) -> tuple[str, ...]:
+        """The renderers an init may name: the default first."""
+        return tuple(dict.fromkeys((self.stream_renderer, *self.stream_renderers)))
+
+    @property
+    def stream_max_message_bytes(self) -> int:
+        """The largest WebSocket message a streaming client may send: an init with a source of
+        up to max_upload_bytes as base64, plus an ordinary body's worth for the rest."""
+        return self.max_data_uri_body_bytes
+
     @property
     def render_service_allowed(self) -> tuple[str, ...]:
         """The renderers a render request may name: the default first."""
@@ -170,7 +239,15 @@ class Settings:
             if path is not None:
                 # override=False: variables already set in the shell win over the file.
                 load_dotenv(path, override=False)
-            env = os.environ
+            environ: MutableMapping[str, str] = os.environ
+        else:
+            environ = dict(env)
+        # Seed 004's DITTO_* names (env_aliases.py) as ours; in the process's own environment
+        # when reading it, so that the renderers' settings and the worker processes see them.
+        aliases = apply_aliases(environ)
+        if aliases.errors:
+            raise ConfigError("; ".join(aliases.errors))
+        env = environ
 
         def get(name: str, default: str) -> str:
             # Treat empty values like unset ones so `FOO=` in .env does not blank a setting.
@@ -204,11 +281,19 @@ class Settings:
             avatars_dir=optional_path("AVATAR_AVATARS_DIR"),
             **_job_settings(env),
             **_render_service_settings(env),
+            **_server_settings(env),
+            **_stream_settings(env),
+            **_webrtc_settings(env),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"AVATAR_LOG_LEVEL={self.log_level!r} is not valid; "
+                f"choose one of: {', '.join(LOG_LEVELS)}"
+            )
         if self.auth not in AUTH_MODES:
             raise ConfigError(
                 f"AVATAR_API_AUTH={self.auth!r} is not valid; "
@@ -236,6 +321,8 @@ class Settings:
         for name, variable in (
             (self.render_service_renderer, "AVATAR_RENDER_SERVICE_RENDERER"),
             *((n, "AVATAR_RENDER_SERVICE_RENDERERS") for n in self.render_service_renderers),
+            (self.stream_renderer, "AVATAR_STREAM_RENDERER"),
+            *((n, "AVATAR_STREAM_RENDERERS") for n in self.stream_renderers),
         ):
             if name not in known:
                 raise ConfigError(
@@ -396,6 +483,95 @@ def _render_service_settings(env: Mapping[str, str]) -> _RenderServiceSettings:
         "render_service_cache": count("AVATAR_RENDER_SERVICE_CACHE", 8, 1, 1024),
         "render_service_timeout_s": _number(env, "AVATAR_RENDER_SERVICE_TIMEOUT_S", 30.0, 1, 3600),
         "render_service_warmup": _flag(env, "AVATAR_RENDER_SERVICE_WARMUP", default=True),
+    }
+
+
+class _StreamSettings(TypedDict):
+    """The streaming fields of Settings, as `_stream_settings` reads them."""
+
+    stream_renderer: str
+    stream_renderers: tuple[str, ...]
+    stream_max_sessions: int
+    stream_idle_timeout_s: float
+    stream_render_timeout_s: float
+    stream_fps: float
+    stream_max_chunk_s: float
+    stream_max_audio_s: float
+    stream_send_queue: int
+
+
+def _stream_settings(env: Mapping[str, str]) -> _StreamSettings:
+    """Frame streaming's settings (`AVATAR_STREAM_*`, docs/streaming.md)."""
+    return {
+        "stream_renderer": env.get("AVATAR_STREAM_RENDERER") or "meshwarp",
+        "stream_renderers": _split(env.get("AVATAR_STREAM_RENDERERS", "")),
+        "stream_max_sessions": int(_number(env, "AVATAR_STREAM_MAX_SESSIONS", 2, 1, 1024)),
+        "stream_idle_timeout_s": _number(env, "AVATAR_STREAM_IDLE_TIMEOUT_S", 60.0, 1, 86400),
+        "stream_render_timeout_s": _number(env, "AVATAR_STREAM_RENDER_TIMEOUT_S", 30.0, 1, 3600),
+        "stream_fps": _number(env, "AVATAR_STREAM_FPS", 25.0, 1, 60),
+        "stream_max_chunk_s": _number(env, "AVATAR_STREAM_MAX_CHUNK_S", 10.0, 0.1, 600),
+        "stream_max_audio_s": _number(env, "AVATAR_STREAM_MAX_AUDIO_S", 600.0, 1, 86400),
+        "stream_send_queue": int(_number(env, "AVATAR_STREAM_SEND_QUEUE", 60, 1, 10_000)),
+    }
+
+
+class _ServerSettings(TypedDict):
+    """The server, GPU and logging fields of Settings, as `_server_settings` reads them."""
+
+    host: str
+    port: int
+    gpu_id: int | None
+    log_level: str
+    enable_console_logging: bool
+    enable_file_logging: bool
+    log_dir: Path | None
+
+
+def _server_settings(env: Mapping[str, str]) -> _ServerSettings:
+    """`AVATAR_HOST`, `AVATAR_PORT`, `AVATAR_GPU_ID` and `AVATAR_LOG_*` (seed 004's
+    DITTO_HOST, DITTO_PORT, DITTO_GPU_ID and logging variables, env_aliases.py)."""
+    level = (env.get("AVATAR_LOG_LEVEL") or env.get("LOG_LEVEL") or "INFO").strip().upper()
+    log_dir = env.get("AVATAR_LOG_DIR")
+    return {
+        "host": (env.get("AVATAR_HOST") or "").strip() or "127.0.0.1",
+        "port": int(_number(env, "AVATAR_PORT", 8080, 1, 65535)),
+        "gpu_id": int(_number(env, "AVATAR_GPU_ID", 0, 0, 1023))
+        if env.get("AVATAR_GPU_ID")
+        else None,
+        "log_level": "WARNING" if level == "WARN" else level,
+        "enable_console_logging": _flag(env, "AVATAR_LOG_CONSOLE", default=True),
+        "enable_file_logging": _flag(env, "AVATAR_LOG_FILE", default=True),
+        "log_dir": Path(log_dir).expanduser() if log_dir else None,
+    }
+
+
+class _WebRtcSettings(TypedDict):
+    """The WebRTC fields of Settings, as `_webrtc_settings` reads them."""
+
+    webrtc_max_peers_per_session: int
+    webrtc_max_peers: int
+    webrtc_ice_servers: tuple[str, ...]
+    webrtc_ice_username: str | None
+    webrtc_ice_credential: str | None
+
+
+def _webrtc_settings(env: Mapping[str, str]) -> _WebRtcSettings:
+    """WebRTC playback's settings (`AVATAR_WEBRTC_*`, docs/streaming.md)."""
+    servers = _split(env.get("AVATAR_WEBRTC_ICE_SERVERS", ""))
+    for url in servers:
+        if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+            raise ConfigError(
+                f"AVATAR_WEBRTC_ICE_SERVERS entry {url!r} is not a URL like stun:host:3478 "
+                "or turn:host:3478"
+            )
+    return {
+        "webrtc_max_peers_per_session": int(
+            _number(env, "AVATAR_WEBRTC_MAX_PEERS_PER_SESSION", 2, 1, 64)
+        ),
+        "webrtc_max_peers": int(_number(env, "AVATAR_WEBRTC_MAX_PEERS", 16, 1, 10_000)),
+        "webrtc_ice_servers": servers,
+        "webrtc_ice_username": env.get("AVATAR_WEBRTC_ICE_USERNAME") or None,
+        "webrtc_ice_credential": env.get("AVATAR_WEBRTC_ICE_CREDENTIAL") or None,
     }
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import shutil
-import subprocess
 import time
 from typing import Any
 
@@ -15,6 +12,7 @@ from aiohttp import web
 
 import renderers
 
+from . import gpu
 from .context import HTTP_SESSION, HUB, RENDER_POOL, SETTINGS, STARTED_AT
 from .errors import ApiError
 
@@ -66,33 +64,11 @@ def _renderer_emotions(name: str) -> tuple[str, ...]:
 
 
 def detect_gpus() -> dict[str, Any]:
-    """CUDA devices, from torch when it is installed, else from nvidia-smi. Slow (torch's
-    import): run once, off the event loop."""
-    if importlib.util.find_spec("torch") is not None:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-                return {"available": True, "devices": names, "source": "torch"}
-            return {"available": False, "devices": [], "source": "torch"}
-        except Exception as error:  # a broken CUDA install must not break health
-            log.warning("torch could not query CUDA: %s", error)
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=name", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout
-            names = [line.strip() for line in out.splitlines() if line.strip()]
-            return {"available": bool(names), "devices": names, "source": "nvidia-smi"}
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return {"available": False, "devices": [], "source": None}
+    """The GPUs by name, through NVML (control_api/gpu.py, which `GET /api/v1/gpu-info` reads
+    too). Blocking: run once, off the event loop."""
+    info = gpu.gpu_info()
+    names = [device["name"] for device in sorted(info["devices"], key=lambda d: d["index"])]
+    return {"available": bool(names), "devices": names, "source": info["source"]}
 
 
 async def gpu_probe(app: web.Application) -> Any:

@@ -381,6 +381,114 @@ HEALTH = _component(
 )
 READY = reply(["ready"], ready={"const": True})
 LIVE = reply(["status"], status={"const": "alive"})
+_FILES = reply(
+    ["setting", "path", "complete", "files"],
+    setting={"type": "string", "description": "the variable that says where the files are"},
+    path={**nullable(STRING), "description": "its value, as configured (null: unset)"},
+    complete=BOOLEAN,
+    layout=nullable(STRING),
+    files={
+        "type": "array",
+        "items": reply(["name", "found"], name=STRING, found=BOOLEAN, layout=STRING),
+    },
+)
+MODELS = _component(
+    "Models",
+    reply(
+        ["default", "defaults", "models", "backends", "devices"],
+        default={**STRING, "description": "the renderer used when a request names none"},
+        defaults={"type": "object", "additionalProperties": STRING},
+        models={
+            "type": "array",
+            "items": reply(
+                ["name", "default", "available", "emotions", "checkpoints", "devices", "backends"],
+                name=STRING,
+                default=BOOLEAN,
+                default_for={"type": "array", "items": STRING},
+                available=BOOLEAN,
+                reason=STRING,
+                emotions={"type": "array", "items": STRING},
+                checkpoints={"oneOf": [_FILES, {"type": "null"}]},
+                backend=STRING,
+                backends={"type": "array", "items": STRING},
+                device=STRING,
+                devices={"type": "array", "items": STRING},
+                needs_source=BOOLEAN,
+                native_fps=nullable(NUMBER),
+                details={"type": "object"},
+            ),
+        },
+        backends={
+            "type": "array",
+            "items": reply(
+                ["name", "installed", "usable"],
+                name=_enum(["torch", "onnx", "tensorrt"]),
+                module=STRING,
+                installed=BOOLEAN,
+                version=nullable(STRING),
+                usable=BOOLEAN,
+                reason=STRING,
+            ),
+        },
+        devices={
+            "type": "array",
+            "items": reply(
+                ["id", "type", "available"],
+                id=STRING,
+                type=_enum(["cpu", "cuda"]),
+                available=BOOLEAN,
+                name=STRING,
+                selected=BOOLEAN,
+            ),
+        },
+    ),
+)
+_GPU = reply(
+    ["index", "name", "memory", "utilization", "temperature_c"],
+    index=INTEGER,
+    name=STRING,
+    uuid=nullable(STRING),
+    selected=BOOLEAN,
+    memory={
+        "oneOf": [
+            reply(
+                ["total_mb", "used_mb", "free_mb"],
+                total_mb=INTEGER,
+                used_mb=INTEGER,
+                free_mb=INTEGER,
+                total_bytes=INTEGER,
+                used_bytes=INTEGER,
+                free_bytes=INTEGER,
+            ),
+            {"type": "null"},
+        ]
+    },
+    utilization={
+        "oneOf": [
+            reply(["gpu_percent", "memory_percent"], gpu_percent=INTEGER, memory_percent=INTEGER),
+            {"type": "null"},
+        ]
+    },
+    temperature_c=nullable(INTEGER),
+    power_w=nullable(NUMBER),
+    power_limit_w=nullable(NUMBER),
+)
+GPU_INFO = _component(
+    "GpuInfo",
+    reply(
+        ["available", "devices"],
+        available=BOOLEAN,
+        reason={**STRING, "description": "why no GPU is reported (when available is false)"},
+        source=STRING,
+        count=INTEGER,
+        driver_version=nullable(STRING),
+        cuda_version=nullable(STRING),
+        nvml_version=nullable(STRING),
+        selected=nullable(INTEGER),
+        warning=STRING,
+        devices={"type": "array", "items": _GPU},
+    ),
+)
 SESSION = _component(
     "Session",
     reply(
@@ -558,6 +666,58 @@ RENDER_BATCH = reply(
     ["results", "latencyMs"], results={"type": "array", "items": RENDER_FRAME}, latencyMs=NUMBER
 )
 FILE_URL = reply(["url"], url=STRING)
+_COUNT = {"type": "integer", "minimum": 0}
+_SECONDS = {"type": "number", "minimum": 0}
+STREAM_SESSION = _component(
+    "StreamSession",
+    reply(
+        ["session_id", "renderer", "width", "height", "fps", "state", "frames", "age_s", "idle_s"],
+        session_id=STRING,
+        renderer=STRING,
+        width=INTEGER,
+        height=INTEGER,
+        fps=NUMBER,
+        state=_enum(["loading", "ready", "streaming", "stopping", "completed", "failed", "closed"]),
+        frames=_COUNT,
+        dropped=_COUNT,
+        audio_seconds=_SECONDS,
+        age_s=_SECONDS,
+        idle_s=_SECONDS,
+        render_fps=_SECONDS,
+        latency_ms=nullable(NUMBER),
+        subscribers=_COUNT,
+        pid=nullable(INTEGER),
+    ),
+)
+STREAM_SESSIONS = reply(
+    ["sessions", "max_sessions"],
+    sessions={"type": "array", "items": STREAM_SESSION},
+    max_sessions=INTEGER,
+)
+STREAM_STATS = reply(
+    [
+        "sessions_active",
+        "sessions_started",
+        "sessions_refused",
+        "sessions_expired",
+        "sessions_crashed",
+        "frames",
+        "dropped",
+        "fps",
+    ],
+    sessions_active=_COUNT,
+    sessions_started=_COUNT,
+    sessions_completed=_COUNT,
+    sessions_refused=_COUNT,
+    sessions_expired=_COUNT,
+    sessions_crashed=_COUNT,
+    sessions_failed=_COUNT,
+    sessions_disconnected=_COUNT,
+    max_sessions=INTEGER,
+    frames=_COUNT,
+    dropped=_COUNT,
+    fps=_SECONDS,
+)
 DOCUMENT = {"type": "object"}
 HTML = ("text/html",)
 IMAGE_TYPES = ("image/png", "image/jpeg")

@@ -40,12 +40,13 @@ PUBLIC_PATHS = frozenset(
 PUBLIC_PREFIXES = ("/static/", "/files/")
 # Only the WebSocket accepts credentials in the query: browsers cannot set its headers, and
 # anywhere else a key in a URL would end up in logs and histories.
-QUERY_TOKEN_PREFIXES = ("/ws/",)
+QUERY_TOKEN_PREFIXES = ("/ws/", "/api/v1/stream/ws")
 
 ALLOWED_METHODS = "GET, HEAD, POST, DELETE"
 """Offered by a preflight for a path no route serves (the request itself then answers 404)."""
 ALLOWED_HEADERS = f"Authorization, Content-Type, {API_KEY_HEADER}, X-Request-Id"
-EXPOSED_HEADERS = "Retry-After, X-Request-Id"
+EXPOSED_HEADERS = "Location, Retry-After, X-Request-Id"
+"""Location: a WHEP answer's (the URL that ends the playback), read by a page on another origin."""
 PREFLIGHT_MAX_AGE_S = "600"
 
 

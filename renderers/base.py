@@ -118,6 +118,14 @@ class Renderer(ABC):
         for health checks. Cheap, like `unavailable_reason`; empty when there is nothing to say."""
         return {}
 
+    @classmethod
+    def checkpoints(cls) -> dict[str, object] | None:
+        """The model files this renderer loads, found or missing, for `GET /api/v1/models`:
+        {"setting": the variable that says where they are, "path": its value (None when unset),
+        "complete": all there, "files": [{"name": named from that path, "found": bool}, ...]}.
+        None for a renderer that needs no files. Cheap: it looks at files, it reads none."""
+        return None
+
     def load(self, source: Path | None) -> None:
         """Prepare the avatar once (detect, cache). Raise RendererError on bad input."""
         if source is None and self.capabilities.needs_source:

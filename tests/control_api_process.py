@@ -64,6 +64,7 @@ def running_control_api(
         "AVATAR_API_KEYS": api_key,
         "AVATAR_BACKGROUNDS_DIR": str(work / "backgrounds"),
         "AVATAR_AVATARS_DIR": str(work / "avatars"),
+        "AVATAR_LOG_DIR": str(work / "logs"),  # its JSON log files (logging_setup.py)
         **(extra_env or {}),
     }
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

@@ -552,20 +552,22 @@ async def test_openapi_is_valid_and_says_what_every_operation_answers(client: Te
             }, where
             (success,) = [status for status in responses if status.startswith(("1", "2"))]
             content = responses[success].get("content", {})
-            if success == "101":  # the WebSocket upgrade
-                assert path == "/ws/{session_id}" and not content
+            if success == "101":  # a WebSocket upgrade: session events, seed 004's streaming
+                assert path in ("/ws/{session_id}", "/api/v1/stream/ws") and not content
                 continue
             assert content, where
             if "application/json" in content:
                 assert content["application/json"].get("schema"), where
             declared = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
             assert declared == re.findall(r"\{(\w+)\}", path), where
-    # The WebSocket alone takes credentials in the query, as the service does.
-    assert {"accessToken": []} in spec["paths"]["/ws/{session_id}"]["get"]["security"]
+    # The WebSockets alone take credentials in the query, as the service does.
+    websockets = ("/ws/{session_id}", "/api/v1/stream/ws")
+    for path in websockets:
+        assert {"accessToken": []} in spec["paths"][path]["get"]["security"]
     assert all(
         {"accessToken": []} not in operation.get("security", [])
         for path, operations in spec["paths"].items()
-        if not path.startswith("/ws/")
+        if path not in websockets
         for operation in operations.values()
     )
 

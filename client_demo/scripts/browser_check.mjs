@@ -21,6 +21,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
+import { frameLuminance, measurePlayback } from './video_checks.mjs';
+
 const { values: opts } = parseArgs({
   options: {
     url: { type: 'string', default: 'http://127.0.0.1:8080/' },
@@ -142,30 +144,7 @@ try {
   });
   result.timings_ms.join_to_video = since() - joinAt;
   // Time advances and frames keep coming: currentTime and presented frames over 1 s.
-  const playback = await page.evaluate(
-    () =>
-      new Promise((resolve) => {
-        const v = document.getElementById('avatar-video');
-        const start = { time: v.currentTime, wall: performance.now() };
-        let frames = 0;
-        const count = () => {
-          frames += 1;
-          v.requestVideoFrameCallback(count);
-        };
-        v.requestVideoFrameCallback(count);
-        setTimeout(() => {
-          const wall = (performance.now() - start.wall) / 1000;
-          resolve({
-            width: v.videoWidth,
-            height: v.videoHeight,
-            advance_s: v.currentTime - start.time,
-            window_s: wall,
-            fps: frames / wall,
-            paused: v.paused,
-          });
-        }, 1000);
-      }),
-  );
+  const playback = await measurePlayback(page, 'avatar-video');
   Object.assign(result.video, playback);
   if (!(playback.advance_s >= MIN_ADVANCE_S)) {
     throw new Error(`video time advanced ${playback.advance_s.toFixed(3)} s in ~1 s`);
@@ -175,27 +154,7 @@ try {
   // frames after a join can still be dark, so look a few times.
   let frame;
   for (let i = 0; i < 10; i += 1) {
-    frame = await page.evaluate(() => {
-      const v = document.getElementById('avatar-video');
-      const w = 160;
-      const h = Math.max(1, Math.round((w * v.videoHeight) / v.videoWidth));
-      const canvas = document.createElement('canvas');
-      canvas.width = w;
-      canvas.height = h;
-      const ctx = canvas.getContext('2d', { willReadFrequently: true });
-      ctx.drawImage(v, 0, 0, w, h);
-      const data = ctx.getImageData(0, 0, w, h).data;
-      let sum = 0;
-      let sq = 0;
-      for (let p = 0; p < data.length; p += 4) {
-        const y = 0.2126 * data[p] + 0.7152 * data[p + 1] + 0.0722 * data[p + 2];
-        sum += y;
-        sq += y * y;
-      }
-      const n = data.length / 4;
-      const mean = sum / n;
-      return { mean, std: Math.sqrt(Math.max(0, sq / n - mean * mean)) };
-    });
+    frame = await frameLuminance(page, 'avatar-video');
     if (frame.mean >= MIN_LUMA_MEAN && frame.std >= MIN_LUMA_STD) break;
     await page.waitForTimeout(500);
   }

@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import logcontext
+from ..env_aliases import apply_aliases
+from ..gpu import select_gpu
 from . import errors
 from .store import FAILED, PENDING, Job, JobStore
 
@@ -63,8 +66,15 @@ def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
     """A worker's environment: the service's, importing control_api from `IMPORT_ROOT`. From a
     checkout that folder goes first on PYTHONPATH; installed it is site-packages, already on
     the path (and put before the standard library it could shadow parts of it). PYTHONSAFEPATH
-    keeps `-m` from adding the working directory in front of either."""
+    keeps `-m` from adding the working directory in front of either. Seed 004's DITTO_* names
+    arrive as ours (env_aliases.py), AVATAR_GPU_ID as the one GPU it sees (gpu.select_gpu),
+    AVATAR_LOG_LEVEL as the LOG_LEVEL the render worker reads."""
     env = dict(environ)
+    apply_aliases(env)  # invalid values were refused by Settings.from_env already
+    gpu_id = env.get("AVATAR_GPU_ID", "")
+    select_gpu(env, int(gpu_id) if gpu_id.isdigit() else None)
+    if env.get("AVATAR_LOG_LEVEL") and not env.get("LOG_LEVEL"):
+        env["LOG_LEVEL"] = env["AVATAR_LOG_LEVEL"]
     env["PYTHONSAFEPATH"] = "1"
     if not _on_default_path(IMPORT_ROOT):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(IMPORT_ROOT), env.get("PYTHONPATH")]))
@@ -342,6 +352,12 @@ class JobRunner:
     # --- one attempt --------------------------------------------------------------------------
 
     async def _run(self, attempt: _Attempt) -> None:
+        job = attempt.job
+        # The job id (a render's request_id) is the correlation id of what is logged about it.
+        with logcontext.bound(correlation_id=job.id):
+            await self._run_attempt(attempt)
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
         job = attempt.job
         try:
             outcome = await self._execute(attempt)

@@ -173,6 +173,40 @@ def locate(directory: Path) -> CheckpointFiles:
     )
 
 
+def inventory(directory: Path | None) -> dict[str, object]:
+    """What `directory` holds of a checkpoint set, for reports (GET /api/v1/models): the layout
+    most of its files match and each file of it, found or missing, named from the directory.
+    When none is there (or no directory is given), both layouts' files are listed, missing.
+    Nothing is read."""
+    given = Path(directory).expanduser() if directory is not None else None
+    best: tuple[int, CheckpointFiles] | None = None
+    if given is not None and given.is_dir():
+        for layout in LAYOUT_FILES:
+            for root in (given, given / PARENT_FOLDERS[layout]):
+                files = CheckpointFiles(layout, root, given)
+                present = sum(files.path(network).is_file() for network in NETWORKS)
+                if present and (best is None or present > best[0]):
+                    best = (present, files)
+    if best is not None:
+        listed = [best[1]]
+    else:
+        base = given or Path()
+        listed = [CheckpointFiles(layout, base, base) for layout in LAYOUT_FILES]
+    return {
+        "layout": best[1].layout if best is not None else None,
+        "complete": best is not None and best[0] == len(NETWORKS),
+        "files": [
+            {
+                "name": files.shown(network),
+                "layout": files.layout,
+                "found": best is not None and files.path(network).is_file(),
+            }
+            for files in listed
+            for network in NETWORKS
+        ],
+    }
+
+
 # --- reading --------------------------------------------------------------------------------
 
 

@@ -163,6 +163,13 @@ class LivePortraitRenderer(Renderer):
         except RendererError:
             return {}
 
+    @classmethod
+    def checkpoints(cls) -> dict[str, object] | None:
+        try:
+            return LivePortraitSettings.from_env().checkpoints()
+        except RendererError:  # a bad setting: unavailable_reason names it
+            return LivePortraitSettings().checkpoints()
+
     @property
     def engine(self) -> LivePortraitEngine:
         if self._engine is None:

@@ -148,6 +148,16 @@ class LivePortraitSettings:
             )
         return self.directory
 
+    def checkpoints(self) -> dict[str, object]:
+        """The checkpoint files, found or missing (Renderer.checkpoints)."""
+        from .checkpoint import inventory
+
+        return {
+            "setting": PREFIX + "DIR",
+            "path": str(self.directory) if self.directory else None,
+            **inventory(self.directory),
+        }
+
     def describe(self) -> dict[str, object]:
         """Facts for health checks: what would run, where, from which files."""
         return {

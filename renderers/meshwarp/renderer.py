@@ -19,7 +19,7 @@ from ..base import (
     RendererError,
     VideoFormat,
 )
-from ..vision.models import MODEL_NAMES, model_path
+from ..vision.models import MODEL_NAMES, model_files, model_path
 from . import landmarks as lm
 from .avatar import MeshwarpAvatar, prepare_avatar
 from .motion import EMOTION_POSES, EmotionBlend, IdleMotion
@@ -60,6 +60,10 @@ class MeshwarpRenderer(Renderer):
         except RendererError as error:
             return error.message
         return None
+
+    @classmethod
+    def checkpoints(cls) -> dict[str, object] | None:
+        return model_files()
 
     def load(self, source: Path | None) -> None:
         self._avatar = prepare_avatar(source, self.video.width, self.video.height)

@@ -46,6 +46,18 @@ def models_dir() -> Path:
     return cache_dir() / "models" / f"mediapipe-{MEDIAPIPE_VERSION}"
 
 
+def model_files() -> dict[str, object]:
+    """The MediaPipe models, found or missing, as Renderer.checkpoints reports files."""
+    folder = models_dir()
+    found = {name: (folder / f"{name}.tflite").is_file() for name in MODEL_NAMES}
+    return {
+        "setting": "AVATAR_MODELS_DIR",
+        "path": os.environ.get("AVATAR_MODELS_DIR") or None,
+        "complete": all(found.values()),
+        "files": [{"name": f"{name}.tflite", "found": there} for name, there in found.items()],
+    }
+
+
 def model_path(name: str) -> Path:
     """Path of `<name>.tflite`; raises RendererError('models_missing') when it is absent."""
     path = models_dir() / f"{name}.tflite"

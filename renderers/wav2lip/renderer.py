@@ -100,6 +100,13 @@ class Wav2LipRenderer(Renderer):
             "checkpoint": str(settings.checkpoint) if settings.checkpoint else None,
         }
 
+    @classmethod
+    def checkpoints(cls) -> dict[str, object] | None:
+        try:
+            return Wav2LipSettings.from_env().checkpoints()
+        except RendererError:  # a bad setting: unavailable_reason names it
+            return Wav2LipSettings().checkpoints()
+
     def load(self, source: Path | None) -> None:
         super().load(source)
         assert source is not None

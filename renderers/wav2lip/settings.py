@@ -97,6 +97,17 @@ class Wav2LipSettings:
     def engine_cache(self) -> Path:
         return self.cache_dir or cache_dir() / "wav2lip"
 
+    def checkpoints(self) -> dict[str, object]:
+        """The checkpoint file, found or missing (Renderer.checkpoints); no file is listed
+        while none is configured."""
+        found = self.checkpoint is not None and self.checkpoint.is_file()
+        return {
+            "setting": PREFIX + "CHECKPOINT",
+            "path": str(self.checkpoint) if self.checkpoint else None,
+            "complete": found,
+            "files": [{"name": self.checkpoint.name, "found": found}] if self.checkpoint else [],
+        }
+
     def unavailable_reason(self) -> str | None:
         """Why no generator can be built from these settings, checking files and installed
         packages only."""
