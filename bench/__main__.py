@@ -30,6 +30,7 @@ from . import (
     meshwarp,
     offline_render,
     preparation,
+    streaming,
     sync,
     sync_compare,
     wav2lip,
@@ -45,6 +46,7 @@ from .report import (
     meshwarp_section,
     offline_render_section,
     preparation_section,
+    streaming_section,
     sync_section,
     wav2lip_section,
     write_section,
@@ -78,6 +80,7 @@ def main() -> int:
             "library",
             "sync",
             "knee",
+            "streaming",
         ],
         action="append",
     )
@@ -94,6 +97,7 @@ def main() -> int:
         "library",
         "sync",
         "knee",
+        "streaming",
         "offline_render",
         "jobs",
     ]
@@ -120,6 +124,8 @@ def main() -> int:
         jobs.append(("sync", lambda server: sync.run(server, counts, repeats=2), sync_section))
     if "knee" in only:
         jobs.append(("knee", knee.run, knee_section))
+    if "streaming" in only:
+        jobs.append(("streaming", streaming.run, streaming_section))
     if "control_api" in only:
         jobs.append(("control_api", control_api.run, control_api_section))
     if "meshwarp" in only:

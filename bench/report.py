@@ -748,6 +748,112 @@ def liveportrait_section(results: dict) -> str:
     return "\n".join(parts)
 
 
+def streaming_section(results: dict) -> str:
+    machine = results["machine"]
+    seed = results["seed"]
+    size = "x".join(str(v) for v in results["size"])
+    fps = results["fps_target"]
+
+    def latency(row: dict) -> str:
+        lat = row["latency_ms"]
+        return f"{lat['p50']} / {lat['p95']} / {lat['max']}"
+
+    speed_rows: list[list[object]] = []
+    for burst in results["throughput"]:
+        live = next((r for r in results["latency"] if r["renderer"] == burst["renderer"]), None)
+        speed_rows.append(
+            [
+                f"{burst['renderer']} (ours, {machine['cpu_count']} CPUs, no GPU)",
+                burst["fps"],
+                latency(live) if live else "-",
+                live["fps_min"] if live else "-",
+                f"{live['cpu']['total_percent']}%" if live else "-",
+            ]
+        )
+    for backend in ("PyTorch", "TensorRT"):
+        speed_rows.append(
+            [
+                f"Ditto {backend} (seed, {seed['machine']})",
+                seed["fps"][backend],
+                f"{seed['frame_latency_ms'][backend]} (frame generation)",
+                "-",
+                "-",
+            ]
+        )
+    webrtc_rows = [
+        [w["renderer"], w.get("error", "-")] + ["-"] * 3
+        if "error" in w
+        else [
+            w["renderer"],
+            w["fps"],
+            "- (no stamps)" if w["offset_ms"] is None else f"{w['offset_ms']:+.0f}",
+            w["pictures"],
+            w["audio_s"],
+        ]
+        for w in results["webrtc"]
+    ]
+    session_rows = [
+        [s["sessions"], s["error"], *["-"] * 6]
+        if "error" in s
+        else [
+            s["sessions"],
+            ", ".join(str(p["fps"]) for p in s["per_session"]),
+            latency(s),
+            s["max_gap_ms"],
+            f"{s['cpu']['service_percent']}% + {s['cpu']['workers_percent']}%",
+            f"{s['cpu_percent_per_session']}%",
+            "yes" if s["sustained"] else "no",
+        ]
+        for s in results["sessions"]
+    ]
+    parts = [
+        "## Frame streaming (seed 004): `WS /api/v1/stream/ws` and WebRTC",
+        "",
+        f"Measured {results['started']} on {machine['cpu_count']} CPU cores, "
+        f"{machine['memory_gb']} GiB, no GPU: `python -m control_api` as a real process on "
+        "loopback, each session rendering in its own worker process, clients speaking the "
+        f"seed's protocol. {size} at {fps:g} fps, the bundled portrait, "
+        f"{results['audio']['seconds']:g} s of {results['audio']['source']} as 16 kHz int16 PCM. "
+        "The seed's figures are Ditto's on an RTX 3090 GPU, as its README gives them: not the "
+        "same renderer, machine or measure.",
+        "",
+        "*Throughput*: the whole audio sent at once, frames / (first chunk sent to last frame "
+        "received). *Latency*: audio sent in real time (40 ms chunks every 40 ms); per frame, "
+        "its arrival minus when the chunk ending its audio window was sent (look-ahead, render, "
+        "JPEG, base64 and the socket included), p50 / p95 / max. *fps kept* and CPU (service + "
+        "worker, 100% = one core) are from that real-time run.",
+        "",
+        _table(
+            ["renderer", "throughput fps", "latency (ms)", "fps kept", "CPU"],
+            speed_rows,
+        ),
+        "",
+        "WebRTC (aiortc viewer over WHEP, audio in real time; offset: how much later pictures "
+        "arrive than their audio, measured from the loudness testcard stamps into each picture, "
+        "so only for testcard; meshwarp's frames and audio take the same path through the "
+        "service):",
+        "",
+        _table(["renderer", "fps", "A/V offset (ms)", "pictures", "audio (s)"], webrtc_rows),
+        "",
+        f"Sessions per machine, meshwarp, each fed in real time (the seed: {seed['sessions']}):",
+        "",
+        _table(
+            [
+                "sessions",
+                "fps kept per session",
+                "latency (ms)",
+                "longest gap (ms)",
+                "CPU service + workers",
+                "CPU per session",
+                f"{fps:g} fps kept",
+            ],
+            session_rows,
+        ),
+        "",
+    ]
+    return "\n".join(parts)
+
+
 def emit_json(results: dict, out: str) -> None:
     """A benchmark module's command-line result: printed, and written to `out` if given."""
     text = json.dumps(results, indent=2)
