@@ -101,7 +101,7 @@ class RoomObserver:
             stamp = read_stamp(pixels) if self.decode_stamps else None
             self.video.append(
                 VideoSample(
-                    arrived, frame.width, frame.height, stamp, _thumbnail(pixels, self.region)
+                    arrived, frame.width, frame.height, stamp, thumbnail(pixels, self.region)
                 )
             )
 
@@ -169,7 +169,7 @@ class RoomObserver:
         return estimate_av_offset_ms(self.video, self.audio, max_lag_ms=max_lag_ms)
 
 
-def _thumbnail(pixels: np.ndarray, region: tuple[float, float, float, float]) -> np.ndarray:
+def thumbnail(pixels: np.ndarray, region: tuple[float, float, float, float]) -> np.ndarray:
     h, w = pixels.shape[:2]
     x0, y0, x1, y1 = region
     body = pixels[

@@ -45,7 +45,7 @@ from control_api.streaming.frames import AUDIO_RATE as STREAM_AUDIO_RATE
 from renderers.bundled import DEFAULT_PORTRAIT
 from renderers.testcard import read_stamp
 
-from .observer import AUDIO_RATE, AudioSample, VideoSample, _thumbnail, estimate_av_offset_ms
+from .observer import AUDIO_RATE, AudioSample, VideoSample, estimate_av_offset_ms, thumbnail
 
 Exchange = Callable[[str], Awaitable[str]]
 """Takes the offer SDP, returns the answer SDP."""
@@ -134,7 +134,7 @@ class WebRtcObserver:
                 stamp = read_stamp(rgb) if self.decode_stamps else None
                 self.video.append(
                     VideoSample(
-                        arrived, rgb.shape[1], rgb.shape[0], stamp, _thumbnail(rgb, self.region)
+                        arrived, rgb.shape[1], rgb.shape[0], stamp, thumbnail(rgb, self.region)
                     )
                 )
 

@@ -46,7 +46,7 @@ class EventWriter:
         self.emit("log", message=message)
 
 
-def _claim_stdout() -> IO[str]:
+def claim_stdout() -> IO[str]:
     """Keep the real stdout for events and point fd 1 at stderr for everything else."""
     events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
@@ -59,7 +59,7 @@ def emit_error(events: EventWriter, code: str, message: str, retry: bool) -> Non
 
 
 def main() -> int:
-    events = EventWriter(_claim_stdout())
+    events = EventWriter(claim_stdout())
     try:
         spec = json.load(sys.stdin)
     except ValueError:

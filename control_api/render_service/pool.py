@@ -134,7 +134,7 @@ class _Worker:
             limit=STREAM_LIMIT,
         )
         for pipe in (self.process.stdin, self.process.stdout):
-            _widen_pipe(pipe)
+            widen_pipe(pipe)
         try:
             hello, _ = await asyncio.wait_for(self._read(), HELLO_TIMEOUT_S)
         except (TimeoutError, WorkerCrashed):
@@ -501,7 +501,7 @@ def _remove_leftovers(pid: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def _widen_pipe(stream: Any) -> None:
+def widen_pipe(stream: Any) -> None:
     """Give a worker's pipe a larger kernel buffer where the platform allows (Linux)."""
     setpipe = getattr(fcntl, "F_SETPIPE_SZ", 1031) if fcntl is not None else None
     transport = getattr(stream, "transport", None) or getattr(stream, "_transport", None)

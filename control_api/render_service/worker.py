@@ -331,7 +331,7 @@ def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def _claim_stdout() -> IO[bytes]:
+def claim_stdout() -> IO[bytes]:
     """Keep the real stdout for frames and point fd 1 at stderr for everything else."""
     frames = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m control_api.render_service.worker")
     parser.add_argument("--cache", type=int, default=8, help="analysed portraits kept")
     args = parser.parse_args(argv)
-    answers = _claim_stdout()
+    answers = claim_stdout()
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",

@@ -39,7 +39,7 @@ from .messages import (
     parse_offer,
     unknown_type,
 )
-from .session import StreamSession, _Subscription
+from .session import StreamSession, Subscription
 
 log = logging.getLogger("control_api.streaming")
 
@@ -75,7 +75,7 @@ class StreamSocket:
         self.settings = settings
         self.id = str(uuid.uuid4())
         self.session: StreamSession | None = None
-        self.subscription: _Subscription | None = None
+        self.subscription: Subscription | None = None
         self.last_message = time.monotonic()
         self.closing = False
         self._initializing = False
@@ -321,7 +321,7 @@ class StreamSocket:
         if error is not None and not self.closing:
             self._spawn(self.fail(error))
 
-    async def _send_frames(self, subscription: _Subscription) -> None:
+    async def _send_frames(self, subscription: Subscription) -> None:
         async for frame in subscription:
             data = base64.b64encode(frame.jpeg).decode("ascii")
             text = (

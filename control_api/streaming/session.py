@@ -42,7 +42,7 @@ from avatar_runtime.timeline import FrameTimeline
 from ..config import Settings
 from ..jobs.runner import crash_message, pdeathsig_preexec, worker_env
 from ..render_service import protocol
-from ..render_service.pool import EXIT_GRACE_S, HELLO_TIMEOUT_S, STREAM_LIMIT, _widen_pipe
+from ..render_service.pool import EXIT_GRACE_S, HELLO_TIMEOUT_S, STREAM_LIMIT, widen_pipe
 from .emo import Run
 from .frames import AUDIO_RATE, StreamFrame
 from .messages import InitRequest, StreamError
@@ -62,7 +62,7 @@ FAILED = "failed"
 CLOSED = "closed"
 
 
-class _Subscription:
+class Subscription:
     """One consumer's bounded queue of frames (frames.FrameSubscription)."""
 
     def __init__(self, session: StreamSession, max_queue: int) -> None:
@@ -153,7 +153,7 @@ class StreamSession:
         self._arrivals: deque[tuple[int, float]] = deque()
         """(audio samples received up to the end of a chunk, when it arrived), for latency."""
         self._end_sent_at: float | None = None
-        self._subscriptions: set[_Subscription] = set()
+        self._subscriptions: set[Subscription] = set()
         self._listeners: list[Callable[[StreamError | None], None]] = []
         self._process: asyncio.subprocess.Process | None = None
         self._tmp: Path | None = None
@@ -169,8 +169,8 @@ class StreamSession:
 
     # --- frames.FrameSource -------------------------------------------------------------------
 
-    def subscribe(self, max_queue: int = 60) -> _Subscription:
-        subscription = _Subscription(self, max_queue)
+    def subscribe(self, max_queue: int = 60) -> Subscription:
+        subscription = Subscription(self, max_queue)
         if self.closed or self.state in (COMPLETED, FAILED):
             subscription.end()
         else:
@@ -181,7 +181,7 @@ class StreamSession:
     def closed(self) -> bool:
         return self._closing
 
-    def _unsubscribe(self, subscription: _Subscription) -> None:
+    def _unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
     # --- state --------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ class StreamSession:
                 close_code=WSCloseCode.INTERNAL_ERROR,
             ) from None
         for pipe in (self._process.stdin, self._process.stdout):
-            _widen_pipe(pipe)
+            widen_pipe(pipe)
         log.info("stream worker started (pid %s, %s)", self._process.pid, self.renderer)
         hello = await self._answer(HELLO_TIMEOUT_S, "starting", setting=None)
         if not hello.get("hello"):

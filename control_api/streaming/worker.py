@@ -42,7 +42,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..render_service import protocol
-from ..render_service.worker import _claim_stdout, encode
+from ..render_service.worker import claim_stdout, encode
 from .emo import Run, Schedule
 
 log = logging.getLogger("control_api.streaming")
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", type=Path, required=True, help="the session's temporary folder")
     parser.add_argument("--session", default="", help="the session's id, for the log")
     args = parser.parse_args(argv)
-    answers = _claim_stdout()
+    answers = claim_stdout()
     session = f" session_id={args.session}" if args.session else ""
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
