@@ -647,6 +647,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[RENDER_POOL] = RenderPool(settings, on_analysed=api_metrics.portrait)
     api_metrics.watch_render_pool(app[RENDER_POOL].status)
     app[STREAMS] = StreamManager(settings)
+    api_metrics.watch_streams(app[STREAMS].stats)
     app.cleanup_ctx.append(app[STREAMS].lifecycle)
     app.on_shutdown.append(app[STREAMS].on_shutdown)
     app[WEBRTC_PEERS] = whep.peer_registry(settings)

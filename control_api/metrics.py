@@ -1,6 +1,7 @@
 """Prometheus metrics: the API's own requests, plus the sessions' frame rates and render times
-as their avatars report them (the `avatar.stats` participant attribute), the offline jobs and
-the single-frame render service (seed 001's `liveportrait_*` names, for every renderer)."""
+as their avatars report them (the `avatar.stats` participant attribute), the offline jobs, the
+single-frame render service (seed 001's `liveportrait_*` names, for every renderer) and the
+frame-streaming sessions (seed 004's WebSocket, `avatar_stream_*`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .errors import ERROR_CODE
@@ -108,6 +109,51 @@ class _RenderPoolCollector(Collector):
         yield ready
 
 
+StreamStats = Callable[[], Mapping[str, Any]]
+"""The frame-streaming totals (control_api.streaming.manager.StreamManager.stats)."""
+
+# Seed 004's streaming sessions: metric name -> (key in StreamManager.stats(), help, counter?).
+STREAM_METRICS: Mapping[str, tuple[str, str, bool]] = {
+    "avatar_stream_sessions_active": ("sessions_active", "Streaming sessions live now", False),
+    "avatar_stream_sessions_max": ("max_sessions", "Streaming sessions allowed at once", False),
+    "avatar_stream_fps": ("fps", "Frames per second all streaming sessions render now", False),
+    "avatar_stream_frames": ("frames", "Frames rendered by streaming sessions", True),
+    "avatar_stream_frames_dropped": (
+        "dropped",
+        "Frames a streaming client lost by reading too slowly",
+        True,
+    ),
+}
+STREAM_OUTCOMES = (
+    "started",
+    "completed",
+    "refused",
+    "expired",
+    "crashed",
+    "failed",
+    "disconnected",
+)
+
+
+class _StreamCollector(Collector):
+    def __init__(self, stats: StreamStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._stats()
+        for name, (key, help_text, counter) in STREAM_METRICS.items():
+            kind = CounterMetricFamily if counter else GaugeMetricFamily
+            family = kind(name, help_text)
+            family.add_metric([], float(stats.get(key, 0)))
+            yield family
+        sessions = CounterMetricFamily(
+            "avatar_stream_sessions", "Streaming sessions by how they went", labels=["outcome"]
+        )
+        for outcome in STREAM_OUTCOMES:
+            sessions.add_metric([outcome], float(stats.get(f"sessions_{outcome}", 0)))
+        yield sessions
+
+
 class ApiMetrics:
     def __init__(self, sessions: SessionStats) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -177,6 +223,10 @@ class ApiMetrics:
     def watch_render_pool(self, status: RenderPoolStatus) -> None:
         """Report the render workers and their queue from `status` at every scrape."""
         self.registry.register(_RenderPoolCollector(status))
+
+    def watch_streams(self, stats: StreamStats) -> None:
+        """Report the frame-streaming sessions from `stats` at every scrape."""
+        self.registry.register(_StreamCollector(stats))
 
     def render_done(self, renderer: str, endpoint: str, seconds: float) -> None:
         self.render_requests.labels(renderer, endpoint).inc()

@@ -247,6 +247,13 @@ async def test_sessions_and_stats_describe_the_service(tmp_path: Path) -> None:
         assert stats["frames"] == expected_frames(pcm, 30.0)
         for key in ("sessions_refused", "sessions_expired", "sessions_crashed", "dropped"):
             assert stats[key] == 0, key
+        # The same totals on /metrics, for Prometheus.
+        response = await app.client.get("/metrics", headers={"X-API-Key": API_KEY})
+        metrics = await response.text()
+        assert f"avatar_stream_frames_total {float(expected_frames(pcm, 30.0))}" in metrics
+        assert 'avatar_stream_sessions_total{outcome="completed"} 1.0' in metrics
+        assert "avatar_stream_sessions_active 0.0" in metrics
+        assert "avatar_stream_sessions_max 2.0" in metrics
 
 
 async def _frames_listed(app: StreamApp, at_least: int) -> bool:
