@@ -48,6 +48,9 @@ class MotionInfo:
     """(B, 1)."""
     kp: np.ndarray
     """(B, 21, 3) canonical keypoints."""
+    pose_logits: np.ndarray | None = None
+    """(B, 3, 66) the raw pitch, yaw and roll bin logits the degrees were read from, when the
+    engine keeps them (Ditto's motion vector carries logits, not degrees); None otherwise."""
 
 
 class LivePortraitEngine(Protocol):
@@ -141,9 +144,14 @@ def _same_batch(arrays: list[np.ndarray]) -> None:
 
 
 def motion_info(outputs: list[np.ndarray]) -> MotionInfo:
-    """MotionInfo from the motion graph's outputs in MOTION_OUTPUTS order."""
-    pitch, yaw, roll, t, exp, scale, kp = (np.asarray(o, dtype=np.float32) for o in outputs)
+    """MotionInfo from the motion graph's outputs in MOTION_OUTPUTS order, optionally followed
+    by the raw pitch, yaw and roll logits (B, 66) each, which become `pose_logits`."""
+    arrays = [np.asarray(o, dtype=np.float32) for o in outputs]
+    pitch, yaw, roll, t, exp, scale, kp = arrays[:7]
     batch = pitch.shape[0]
+    logits = None
+    if len(arrays) == 10:
+        logits = np.stack([a.reshape(batch, -1) for a in arrays[7:]], axis=1)
     return MotionInfo(
         pitch=pitch.reshape(batch),
         yaw=yaw.reshape(batch),
@@ -152,6 +160,7 @@ def motion_info(outputs: list[np.ndarray]) -> MotionInfo:
         exp=exp.reshape(batch, NUM_KP, 3),
         scale=scale.reshape(batch, 1),
         kp=kp.reshape(batch, NUM_KP, 3),
+        pose_logits=logits,
     )
 
 
