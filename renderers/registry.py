@@ -8,6 +8,7 @@ import importlib
 from .base import Renderer, RendererError, VideoFormat
 
 _REGISTRY: dict[str, str] = {
+    "ditto": "renderers.ditto.renderer:DittoRenderer",
     "liveportrait": "renderers.liveportrait.renderer:LivePortraitRenderer",
     "meshwarp": "renderers.meshwarp:MeshwarpRenderer",
     "testcard": "renderers.testcard:TestcardRenderer",

@@ -56,12 +56,12 @@ def test_frames_are_the_portrait_with_the_crop_pasted_back(renderer) -> None:
     assert frame.shape == (SIZE, SIZE, 4) and frame.dtype == np.uint8
     assert (frame[..., 3] == 255).all()
     source = renderer._source
-    outside = source.mask[..., 0] == 0.0
-    inside = source.mask[..., 0] > 0.99
+    outside = source.portrait.mask[..., 0] == 0.0
+    inside = source.portrait.mask[..., 0] > 0.99
     assert outside.any() and inside.any()
     # Where the mask is zero the portrait shows untouched; where it is one, the decoder's.
-    assert np.array_equal(frame[outside][:, :3], source.framed[outside])
-    assert not np.array_equal(frame[inside][:, :3], source.framed[inside])
+    assert np.array_equal(frame[outside][:, :3], source.portrait.framed[outside])
+    assert not np.array_equal(frame[inside][:, :3], source.portrait.framed[inside])
 
 
 def test_emotion_edits_move_only_the_documented_keypoints(renderer) -> None:

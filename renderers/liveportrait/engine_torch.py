@@ -40,7 +40,7 @@ class TorchEngine:
         self.has_eye_retargeting = networks.eye is not None
         target = torch.device(self.device)
         self._appearance = networks.appearance.to(target).eval()
-        self._motion = MotionOutputs(networks.motion).to(target).eval()
+        self._motion = MotionOutputs(networks.motion, with_pose_logits=True).to(target).eval()
         self._warp_decode = WarpDecode(networks.warp, networks.decoder).to(target).eval()
         self._stitch = Stitch(networks.stitching).to(target).eval()
         self._lip = Retarget(networks.lip).to(target).eval() if networks.lip else None

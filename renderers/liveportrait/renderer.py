@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..base import (
@@ -37,14 +36,12 @@ from ..base import (
     VideoFormat,
 )
 from ..meshwarp.motion import EMOTION_POSES
-from ..vision import analyse_portrait
-from ..vision.framing import frame_portrait
-from ..vision.source import read_source
 from . import expression as edit
-from .crop import CROP_SIZE, NETWORK_SIZE, Crop, Ratios, openness_ratios, paste_mask, source_crop
+from .crop import Ratios, openness_ratios
 from .driving import LOOKAHEAD_S, Driver, FacePlan, plan
 from .engine import LivePortraitEngine, load_engine
 from .keypoint_math import rotation_matrix, transform_keypoints
+from .portrait import FramedPortrait
 from .settings import LivePortraitSettings
 
 logger = logging.getLogger(__name__)
@@ -58,9 +55,7 @@ _LIP_OPEN_FALLBACK = 110.0
 class _Source:
     """What the networks computed for the portrait once."""
 
-    framed: np.ndarray
-    """The portrait framed into the video, HxWx3 uint8."""
-    crop: Crop
+    portrait: FramedPortrait
     feature: np.ndarray
     """Appearance features f_s, (1, 32, 16, 64, 64)."""
     canonical: np.ndarray
@@ -76,10 +71,6 @@ class _Source:
     keypoints: np.ndarray
     """x_s, the source's transformed keypoints, (1, 21, 3)."""
     ratios: Ratios
-    mask: np.ndarray
-    """The paste-back mask in video pixels, HxWx1 float32."""
-    backdrop: np.ndarray
-    """framed x (1 - mask), float32: the portrait's share of every frame, computed once."""
 
 
 _ENGINES: dict[LivePortraitSettings, LivePortraitEngine] = {}
@@ -177,28 +168,16 @@ class LivePortraitRenderer(Renderer):
         return self._engine
 
     def load(self, source: Path | None) -> None:
-        rgb = read_source(source).portrait()
-        mesh = analyse_portrait(rgb)  # no_face, multiple_faces, face_too_small, ...
-        framed, points = frame_portrait(rgb, mesh.points, self.video.width, self.video.height)
-        crop = source_crop(points)
-        image = crop.cut(framed, NETWORK_SIZE).astype(np.float32) / 255.0
-        batch = np.ascontiguousarray(image.transpose(2, 0, 1)[None])
+        portrait = FramedPortrait.from_source(source, self.video.width, self.video.height)
+        batch = portrait.batch
         engine = self.engine
         self.backend_description = f"{engine.backend} on {engine.device}"
         feature = engine.appearance(batch)
         motion = engine.motion(batch)
         rotation = rotation_matrix(motion.pitch, motion.yaw, motion.roll)
         keypoints = transform_keypoints(motion.kp, rotation, motion.exp, motion.scale, motion.t)
-        mask = cv2.warpAffine(
-            paste_mask(CROP_SIZE),
-            crop.to_image,
-            (self.video.width, self.video.height),
-            flags=cv2.INTER_LINEAR,
-            borderValue=0,
-        )
         self._source = _Source(
-            framed=framed,
-            crop=crop,
+            portrait=portrait,
             feature=feature,
             canonical=motion.kp,
             pose=(float(motion.pitch[0]), float(motion.yaw[0]), float(motion.roll[0])),
@@ -206,9 +185,7 @@ class LivePortraitRenderer(Renderer):
             scale=motion.scale,
             translation=motion.t,
             keypoints=keypoints,
-            ratios=openness_ratios(points),
-            mask=mask[..., None],
-            backdrop=(framed * (1.0 - mask[..., None])).astype(np.float32),
+            ratios=openness_ratios(portrait.points),
         )
 
     def render(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
@@ -216,7 +193,8 @@ class LivePortraitRenderer(Renderer):
             self.load(None)
         assert self._source is not None
         crops = self.render_crops(requests)
-        return [self._paste(crop) for crop in crops]
+        portrait = self._source.portrait
+        return [portrait.paste(crop) for crop in crops]
 
     def reset(self) -> None:
         self._driver.reset()
@@ -282,19 +260,3 @@ class LivePortraitRenderer(Renderer):
         out = self.engine.warp_decode(feature, keypoints.source, keypoints.driving)
         pixels = np.clip(out.transpose(0, 2, 3, 1) * 255.0 + 0.5, 0, 255)
         return pixels.astype(np.uint8)
-
-    def _paste(self, crop: np.ndarray) -> np.ndarray:
-        source = self._source
-        assert source is not None
-        size = crop.shape[0]
-        to_image = source.crop.to_image * (CROP_SIZE / size)
-        to_image[:, 2] = source.crop.to_image[:, 2]
-        width, height = self.video.width, self.video.height
-        painted = cv2.warpAffine(
-            crop, to_image, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        blended = source.backdrop + painted * source.mask
-        frame = np.empty((height, width, 4), dtype=np.uint8)
-        frame[..., :3] = np.clip(blended + 0.5, 0, 255)
-        frame[..., 3] = 255
-        return frame

@@ -135,14 +135,17 @@ class MotionOutputs(nn.Module):
     (B,), t (B, 3), exp (B, 21, 3), scale (B, 1), kp (B, 21, 3). One graph for every back end,
     so the ONNX export computes exactly what the torch engine does."""
 
-    def __init__(self, extractor: MotionExtractor) -> None:
+    def __init__(self, extractor: MotionExtractor, *, with_pose_logits: bool = False) -> None:
         super().__init__()
         self.extractor = extractor
+        self.with_pose_logits = with_pose_logits
+        """Also return the raw pitch, yaw and roll logits (B, 66) each, after the seven: what
+        Ditto's motion carries (engine.MotionInfo.pose_logits). The exported graph has not."""
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raw = self.extractor(image)
         batch = image.shape[0]
-        return (
+        outputs = (
             bins_to_degrees(raw["pitch"].float()),
             bins_to_degrees(raw["yaw"].float()),
             bins_to_degrees(raw["roll"].float()),
@@ -151,3 +154,6 @@ class MotionOutputs(nn.Module):
             raw["scale"],
             raw["kp"].reshape(batch, -1, 3),
         )
+        if self.with_pose_logits:
+            return (*outputs, raw["pitch"], raw["yaw"], raw["roll"])
+        return outputs
