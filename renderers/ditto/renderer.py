@@ -71,7 +71,7 @@ from ..liveportrait.settings import LivePortraitSettings
 from ..meshwarp.motion import EMOTION_POSES, EmotionBlend
 from .audio.framing import DittoFraming
 from .motion.condition import ConditionBuilder, eye_features, project_emotion
-from .motion.motion import MotionFrames, SourceMotion, source_from_info
+from .motion.motion import FRAME_FIELDS, MotionFrames, SourceMotion, source_from_info
 from .motion.stitch import MotionStitcher
 from .motion.windows import MotionWindows, _at_positions
 from .settings import DEFAULT_OVERLAP, SEQ_FRAMES, DittoSettings
@@ -487,6 +487,6 @@ def _mix(a: MotionFrames, b: MotionFrames, w: np.float32) -> MotionFrames:
     return MotionFrames(
         **{
             name: (getattr(a, name) * (1 - w) + getattr(b, name) * w).astype(np.float32)
-            for name in ("scale", "pitch", "yaw", "roll", "t", "exp")
+            for name in FRAME_FIELDS
         }
     )

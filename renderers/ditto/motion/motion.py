@@ -60,6 +60,10 @@ def _rows(array: np.ndarray, width: int, what: str) -> np.ndarray:
     return out
 
 
+FRAME_FIELDS = ("scale", "pitch", "yaw", "roll", "t", "exp")
+"""MotionFrames' arrays, each with the frames on its first axis."""
+
+
 @dataclass(frozen=True)
 class MotionFrames:
     """N frames of motion in keypoint space: what LivePortrait's transform takes."""
@@ -98,7 +102,7 @@ class MotionFrames:
         return MotionFrames(
             **{
                 name: np.concatenate([getattr(p, name) for p in parts], axis=0)
-                for name in ("scale", "pitch", "yaw", "roll", "t", "exp")
+                for name in FRAME_FIELDS
             }
         )
 

@@ -28,13 +28,13 @@ import numpy as np
 
 from ...liveportrait.expression import EYE_KEYPOINTS, LIP_KEYPOINTS
 from ...liveportrait.keypoint_math import bins_to_degrees
-from .motion import NUM_KEYPOINTS, Motion, MotionFrames, SourceMotion
+from .motion import FRAME_FIELDS, NUM_KEYPOINTS, Motion, MotionFrames, SourceMotion
 
 IMAGE_D_KEYS = ("exp", "pitch", "yaw", "roll", "t")
 """What an image source takes from the generated motion (Ditto's default for images)."""
 VIDEO_D_KEYS = ("exp",)
 """... and a video source."""
-MOTION_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
+MOTION_KEYS = FRAME_FIELDS
 
 GAZE_YAW_RATIO = 0.26
 GAZE_PITCH_RATIO = 0.28
