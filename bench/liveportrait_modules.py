@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,18 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.timing import median_ms
 from renderers.liveportrait.checkpoint import CheckpointFiles, locate
 from renderers.liveportrait.settings import LivePortraitSettings
-
-
-def _median_ms(call: Callable[[], object], repeats: int) -> float:
-    call()  # warm-up: first-call allocations, ORT's lazy initialisation
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return round(1000 * statistics.median(times), 2)
 
 
 def _inputs(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -67,8 +57,8 @@ def _split_timers(
         with torch.inference_mode():
             warped = networks.warp(feature, kp_s, kp_d)
             return {
-                "warp": _median_ms(lambda: networks.warp(feature, kp_s, kp_d), repeats),
-                "spade": _median_ms(lambda: networks.decoder(warped), repeats),
+                "warp": median_ms(lambda: networks.warp(feature, kp_s, kp_d), repeats),
+                "spade": median_ms(lambda: networks.decoder(warped), repeats),
             }
     if engine.backend == "onnx":
         import onnxruntime as ort
@@ -91,8 +81,8 @@ def _split_timers(
         }
         warped = warp.run(None, feeds)[0]
         return {
-            "warp": _median_ms(lambda: warp.run(None, feeds), repeats),
-            "spade": _median_ms(lambda: decoder.run(None, {"warped": warped}), repeats),
+            "warp": median_ms(lambda: warp.run(None, feeds), repeats),
+            "spade": median_ms(lambda: decoder.run(None, {"warped": warped}), repeats),
         }
     return {}
 
@@ -114,20 +104,20 @@ def _time_batch(
 ) -> dict[str, float]:
     d = _inputs(batch)
     times = {
-        "appearance": _median_ms(lambda: engine.appearance(d["image"]), repeats),
-        "motion": _median_ms(lambda: engine.motion(d["image"]), repeats),
+        "appearance": median_ms(lambda: engine.appearance(d["image"]), repeats),
+        "motion": median_ms(lambda: engine.motion(d["image"]), repeats),
         **_split_timers(engine, files, batch, repeats, scratch),
-        "warp_decode": _median_ms(
+        "warp_decode": median_ms(
             lambda: engine.warp_decode(d["feature"], d["kp_source"], d["kp_driving"]), repeats
         ),
-        "stitch": _median_ms(lambda: engine.stitch(d["kp_source"], d["kp_driving"]), repeats),
+        "stitch": median_ms(lambda: engine.stitch(d["kp_source"], d["kp_driving"]), repeats),
     }
     if engine.has_lip_retargeting:
-        times["retarget_lip"] = _median_ms(
+        times["retarget_lip"] = median_ms(
             lambda: engine.retarget_lip(d["kp_source"], d["lip"]), repeats
         )
     if engine.has_eye_retargeting:
-        times["retarget_eye"] = _median_ms(
+        times["retarget_eye"] = median_ms(
             lambda: engine.retarget_eye(d["kp_source"], d["eye"]), repeats
         )
     times["warp_decode_fps"] = round(batch / (times["warp_decode"] / 1000), 3)

@@ -3,7 +3,7 @@ of ours, so that an operator's `.env` for that API configures this one.
 
 | seed 004 name | our name(s) | values |
 | --- | --- | --- |
-| `DITTO_INFERENCE_BACKEND` | `AVATAR_LIVEPORTRAIT_BACKEND`, `AVATAR_WAV2LIP_BACKEND` | (below) |
+| `DITTO_INFERENCE_BACKEND` | `AVATAR_{DITTO,LIVEPORTRAIT,WAV2LIP}_BACKEND` | (below) |
 | `DITTO_HOST` | `AVATAR_HOST` | bind address |
 | `DITTO_PORT` | `AVATAR_PORT` | bind port |
 | `DITTO_GPU_ID` | `AVATAR_GPU_ID` | the GPU's index (as nvidia-smi numbers them) |
@@ -86,7 +86,7 @@ class Alias:
 ALIASES: tuple[Alias, ...] = (
     Alias(
         "DITTO_INFERENCE_BACKEND",
-        ("AVATAR_LIVEPORTRAIT_BACKEND", "AVATAR_WAV2LIP_BACKEND"),
+        ("AVATAR_DITTO_BACKEND", "AVATAR_LIVEPORTRAIT_BACKEND", "AVATAR_WAV2LIP_BACKEND"),
         "pytorch or tensorrt (or torch, onnx, auto)",
         _backend,
     ),

@@ -141,6 +141,10 @@ class Renderer(ABC):
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Forget per-utterance state (called after an interruption)."""
 
+    def set_sampling_steps(self, steps: int) -> None:  # noqa: B027 - optional hook
+        """Use `steps` denoising steps from now on (seed 004's `sampling_timesteps`); only a
+        diffusion renderer has them, the others ignore it."""
+
     def snap_expression(self, expression: Expression) -> None:  # noqa: B027 - optional hook
         """Show `expression` fully from the next frame, without the usual ease from the
         previous one (renderers that ease emotions override this)."""

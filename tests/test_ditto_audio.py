@@ -375,3 +375,44 @@ def test_exported_encoder_has_ditto_s_io(tmp_path: Path) -> None:
         assert encoder(speech_like(n)).shape == (encoder_frames(n), 1024)
     stream = AudioFeatureStream(encoder)
     assert np.concatenate(stream_in_chunks(stream, speech_like(7000), 640)).shape == (11, 1024)
+
+
+@pytest.mark.skipif(not installed("transformers"), reason="transformers is not installed")
+def test_hf_weights_export_to_an_onnx_that_matches_hubertmodel(tmp_path: Path) -> None:
+    import torch
+    from transformers import HubertConfig, HubertModel
+
+    from renderers.ditto.audio.export import export_hubert_onnx
+
+    # facebook/hubert-large-ls960-ft's configuration, narrowed: same conv front end and
+    # layer-norm placement, 2 layers of width 1024 so the features keep Ditto's 1024.
+    config = HubertConfig(
+        hidden_size=1024,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
+    torch.manual_seed(0)
+    model = HubertModel(config).eval()
+    folder = tmp_path / "hubert-large-ls960-ft"
+    model.save_pretrained(folder)
+    path = export_hubert_onnx(folder, tmp_path / "aux_models" / EXPORT_FILE)
+    encoder = HubertOnnx(path, threads=1)
+    audio = speech_like(6480)
+    got = encoder(audio)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(audio)[None]).last_hidden_state[0].numpy()
+    assert got.shape == want.shape == (encoder_frames(6480), 1024)
+    np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-3)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(DittoAudioError) as error:
+        export_hubert_onnx(broken, tmp_path / "x.onnx")
+    assert error.value.code == "invalid_checkpoint" and str(tmp_path) not in error.value.message

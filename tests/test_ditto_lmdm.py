@@ -286,3 +286,83 @@ def test_onnx_step_has_the_released_names_and_matches_torch(
             want = denoiser(x, cond_frame, cond, time_cond)
         for out, ref in zip(got, want, strict=True):
             torch.testing.assert_close(torch.from_numpy(out), ref, atol=1e-4, rtol=1e-4)
+
+
+# -- back ends -----------------------------------------------------------------------------------
+
+
+def test_onnx_back_end_samples_the_same_motion_as_torch(
+    tmp_path: Path, small_file: Path, small: MotionDecoder
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from renderers.ditto.lmdm.engines import OnnxStep, TorchStep, export_path, load_step
+
+    cache = tmp_path / "cache"
+    step = load_step("onnx", small_file, device="cpu", fp16=False, cache=cache)
+    assert isinstance(step, OnnxStep) and step.window_shape == (1, 80, 265)
+    assert step.path == export_path(small_file, cache)  # exported once, kept by content
+    torch_step = load_step("torch", small_file, device="cpu", fp16=False, cache=cache)
+    assert isinstance(torch_step, TorchStep)
+    _, cond_frame, cond = inputs()
+    x_t = torch.randn(1, 80, 265, generator=torch.Generator().manual_seed(2))
+    on_onnx = MotionSampler(step, sampling_timesteps=4, seed=9).sample(cond_frame, cond, x=x_t)
+    on_torch = MotionSampler(torch_step, sampling_timesteps=4, seed=9).sample(
+        cond_frame, cond, x=x_t
+    )
+    # float32 both: only the order of sums differs (fused kernels), ~1e-6 relative per step
+    torch.testing.assert_close(on_onnx, on_torch, atol=1e-3, rtol=1e-3)
+    stamp = step.path.stat().st_mtime_ns
+    again = load_step("onnx", small_file, device="cpu", fp16=False, cache=cache)
+    assert isinstance(again, OnnxStep) and again.path.stat().st_mtime_ns == stamp  # not re-exported
+
+
+def test_onnx_back_end_prefers_dittos_released_graph(
+    tmp_path: Path, small_file: Path, small: MotionDecoder
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from renderers.ditto.lmdm.engines import OnnxStep, load_step
+    from renderers.ditto.lmdm.onnx_export import export_step
+
+    released = export_step(
+        GuidedDenoiser(small), tmp_path / "checkpoints" / "ditto_onnx" / "lmdm_v0.4_hubert.onnx"
+    )
+    step = load_step(
+        "onnx",
+        small_file,
+        device="cpu",
+        fp16=False,
+        cache=tmp_path / "cache",
+        directory=tmp_path / "checkpoints",
+    )
+    assert isinstance(step, OnnxStep) and step.path == released
+    assert not (tmp_path / "cache").exists()  # nothing exported
+
+
+def test_a_graph_that_is_not_a_step_is_refused_by_name(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from renderers.ditto.audio.random_model import write_random_hubert_onnx
+    from renderers.ditto.lmdm.engines import OnnxStep
+
+    wrong = write_random_hubert_onnx(tmp_path / "lmdm_v0.4_hubert.onnx")
+    with pytest.raises(RendererError) as caught:
+        OnnxStep(wrong)
+    assert caught.value.code == "invalid_checkpoint"
+    assert "lmdm_v0.4_hubert.onnx" in caught.value.message and "cond_frame" in caught.value.message
+
+
+def test_tensorrt_where_it_cannot_run_is_named_or_falls_back_to_torch(
+    tmp_path: Path, small_file: Path
+) -> None:
+    from renderers.ditto.lmdm.engines import TorchStep, load_step
+    from renderers.model_settings import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT runs here; the GPU benchmark covers it")
+    with pytest.raises(RendererError) as caught:
+        load_step("tensorrt", small_file, device="cpu", fp16=False, cache=tmp_path)
+    assert caught.value.code == "backend_unavailable" and caught.value.message == reason
+    fallback = load_step(
+        "tensorrt", small_file, device="cpu", fp16=False, cache=tmp_path, fallback_to_torch=True
+    )
+    assert isinstance(fallback, TorchStep)

@@ -54,11 +54,15 @@ class QuickPaint:
         return np.broadcast_to(colour[:, :, None, None], (len(colour), 3, 512, 512)).copy()
 
 
-def make_renderer(directory: Path, overlap: int = 75, quick: bool = True):
+def make_renderer(
+    directory: Path, overlap: int = 75, quick: bool = True, backend: str = "torch"
+):
     from renderers.ditto.renderer import DittoRenderer
     from renderers.ditto.settings import DittoSettings
 
-    settings = DittoSettings(directory=directory, steps=1, overlap=overlap, device="cpu")
+    settings = DittoSettings(
+        directory=directory, steps=1, overlap=overlap, device="cpu", backend=backend
+    )
     renderer = DittoRenderer(VideoFormat(SIZE, SIZE, FPS), settings=settings)
     if quick:
         renderer._engine = QuickPaint(renderer.engine)
@@ -150,6 +154,24 @@ def test_the_networks_paint_and_paste_the_moving_face(ditto_dir: Path) -> None:
     outside = mask == 0.0
     assert np.array_equal(frames[0][outside][:, :3], real._source.portrait.framed[outside])
     assert not np.array_equal(frames[0], frames[2])
+
+
+def test_onnx_back_end_drives_the_same_motion_as_torch(renderer, ditto_dir: Path) -> None:
+    on_onnx = make_renderer(ditto_dir, backend="onnx")
+    assert on_onnx._sampler.denoiser.backend == "onnx" and on_onnx.engine.backend == "onnx"
+    assert "LMDM onnx" in on_onnx.backend_description
+    renderer.reset()
+    requests = speech_requests(renderer, speech(1.0, 6))
+    for request in requests[:12]:
+        want = renderer.frame_motion([request])
+        got = on_onnx.frame_motion([request])
+        # float32 on both; fused kernels change only the order of sums
+        np.testing.assert_allclose(got.generated.exp, want.generated.exp, atol=2e-3)
+        np.testing.assert_allclose(got.driving, want.driving, atol=2e-3)
+    assert not np.allclose(
+        renderer.frame_motion([requests[12]]).generated.exp,
+        renderer.frame_motion([requests[20]]).generated.exp,
+    )  # the comparison is over moving motion
 
 
 def test_resampled_motion_is_continuous_with_no_repeated_frames(renderer) -> None:
@@ -270,3 +292,56 @@ def test_it_is_registered_with_its_checkpoints(monkeypatch, ditto_dir: Path) -> 
     files = registry.renderer_class("ditto").checkpoints()
     assert files is not None and files["complete"]
     assert registry.renderer_class("ditto").describe()["overlap"] == 75
+
+
+def test_offline_render_makes_an_mp4_of_the_audios_length(
+    ditto_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import av
+
+    from avatar_runtime.offline import render_talking_video
+    from tests.media import speech_like_audio
+
+    monkeypatch.setenv("AVATAR_DITTO_DIR", str(ditto_dir))
+    monkeypatch.setenv("AVATAR_DITTO_STEPS", "1")
+    audio = tmp_path / "speech.wav"
+    speech_like_audio(audio, 0.2)
+    result = render_talking_video(
+        audio=audio, out=tmp_path / "talk.mp4", renderer="ditto", width=SIZE, height=SIZE
+    )
+    assert result.frames == 6 and (result.width, result.height) == (SIZE, SIZE)
+    with av.open(str(result.path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 6
+    assert not np.array_equal(frames[0], frames[-1])  # the face moved
+
+
+def test_seed_004s_sampling_timesteps_set_the_sessions_steps(
+    ditto_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_api.streaming.worker import load
+    from renderers.bundled import DEFAULT_PORTRAIT
+
+    monkeypatch.setenv("AVATAR_DITTO_DIR", str(ditto_dir))
+    monkeypatch.setenv("AVATAR_DITTO_STEPS", "2")
+    init = {
+        "renderer": "ditto",
+        "width": SIZE,
+        "height": SIZE,
+        "fps": FPS,
+        "kind": "image",
+        "suffix": DEFAULT_PORTRAIT.suffix,
+        "options": {"sampling_timesteps": 3},
+    }
+    source = DEFAULT_PORTRAIT.read_bytes()
+    given = load(init, source, tmp_path)
+    assert given.settings.steps == 3 and given._sampler.sampling_timesteps == 3
+    given.close()
+    init["options"] = {"sampling_timesteps": None}  # not given: the service's own setting
+    default = load(init, source, tmp_path)
+    assert default.settings.steps == 2 and default._sampler.sampling_timesteps == 2
+    default.set_sampling_steps(4)  # between utterances, from the next window on
+    assert default._sampler.sampling_timesteps == 4
+    default.reset()
+    assert default._sampler.sampling_timesteps == 4
+    default.close()

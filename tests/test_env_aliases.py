@@ -14,6 +14,7 @@ import pytest
 from control_api.config import ConfigError, Settings
 from control_api.env_aliases import ALIASES, apply_aliases, seed_names
 from control_api.jobs.runner import worker_env
+from renderers.ditto.settings import DittoSettings
 from renderers.liveportrait.settings import LivePortraitSettings
 from renderers.wav2lip.settings import Wav2LipSettings
 from tests.livekit_server import free_port
@@ -54,10 +55,12 @@ def test_each_seed_name_lands_on_its_setting() -> None:
     apply_aliases(env)
     assert LivePortraitSettings.from_env(env).backend == "tensorrt"
     assert Wav2LipSettings.from_env(env).backend == "tensorrt"
+    assert DittoSettings.from_env(env).backend == "tensorrt"
     env = {"DITTO_INFERENCE_BACKEND": "pytorch"}
     apply_aliases(env)
     assert env["AVATAR_LIVEPORTRAIT_BACKEND"] == env["AVATAR_WAV2LIP_BACKEND"] == "torch"
     assert LivePortraitSettings.from_env(env).backend == "torch"
+    assert DittoSettings.from_env(env).backend == "torch"
 
 
 def test_defaults_without_any_seed_name() -> None:
@@ -86,7 +89,10 @@ def test_our_name_wins_and_the_conflict_is_named(caplog: pytest.LogCaptureFixtur
     assert any("DITTO_LOG_LEVEL" in w and "AVATAR_LOG_LEVEL" in w for w in warnings), warnings
     # one seed name, two of ours: each of ours decides for itself
     applied = apply_aliases(dict(env))
-    assert applied.assigned == {"AVATAR_LIVEPORTRAIT_BACKEND": "DITTO_INFERENCE_BACKEND"}
+    assert applied.assigned == {
+        "AVATAR_DITTO_BACKEND": "DITTO_INFERENCE_BACKEND",
+        "AVATAR_LIVEPORTRAIT_BACKEND": "DITTO_INFERENCE_BACKEND",
+    }
     assert applied.overridden["AVATAR_WAV2LIP_BACKEND"] == "DITTO_INFERENCE_BACKEND"
     # the same values again: no second warning
     caplog.clear()

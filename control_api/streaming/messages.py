@@ -38,8 +38,6 @@ CROP_SCALE_RANGE = (0.5, 10.0)
 DEFAULT_CROP_SCALE = 2.3
 """Ditto's default `crop_scale`."""
 MAX_SAMPLING_TIMESTEPS = 1000
-DEFAULT_SAMPLING_TIMESTEPS = 50
-"""Ditto's default `sampling_timesteps`."""
 CONFIG_FIELDS = (
     "max_size",
     "crop_scale",
@@ -89,7 +87,8 @@ class InitRequest:
     fps: float
     max_size: int
     crop_scale: float
-    sampling_timesteps: int
+    sampling_timesteps: int | None
+    """None: not given; a diffusion renderer keeps its own setting (AVATAR_DITTO_STEPS)."""
     emo: Emo
     ignored: tuple[str, ...] = ()
     """Config fields this service does not know (Ditto has more): accepted, unused."""
@@ -140,9 +139,9 @@ def parse_init(message: dict[str, Any], settings: Settings) -> InitRequest:
     width, height = _fit(width or height or DEFAULT_SIZE, height or width or DEFAULT_SIZE, max_size)
     fps = _number(config, "fps", settings.stream_fps, MIN_FPS, MAX_FPS)
     crop_scale = _number(config, "crop_scale", DEFAULT_CROP_SCALE, *CROP_SCALE_RANGE)
-    steps = _integer(
-        config, "sampling_timesteps", DEFAULT_SAMPLING_TIMESTEPS, 1, MAX_SAMPLING_TIMESTEPS
-    )
+    steps = None
+    if config.get("sampling_timesteps") is not None:  # else the renderer's own setting
+        steps = _integer(config, "sampling_timesteps", 0, 1, MAX_SAMPLING_TIMESTEPS)
     try:
         emo = parse_emo(config.get("emo"))
     except EmoError as error:

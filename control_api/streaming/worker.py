@@ -103,7 +103,10 @@ def load(init: dict[str, Any], source: bytes, tmp: Path) -> Any:
         raise Refusal("corrupt_video", f"the source video cannot be decoded: {error}") from None
     video = renderers.VideoFormat(int(init["width"]), int(init["height"]), float(init["fps"]))
     drawer = renderers.create(name, video)
+    steps = (init.get("options") or {}).get("sampling_timesteps")
     try:
+        if steps is not None:
+            drawer.set_sampling_steps(int(steps))
         drawer.load(path)
     except renderers.RendererError as error:
         drawer.close()

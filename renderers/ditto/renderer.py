@@ -163,7 +163,7 @@ class DittoRenderer(Renderer):
         batch_size=1,
         emotions=tuple(EMOTION_POSES),
         devices=("cpu", "cuda"),
-        backends=("torch",),
+        backends=("torch", "onnx", "tensorrt"),
     )
 
     def __init__(
@@ -226,9 +226,14 @@ class DittoRenderer(Renderer):
             models = self.settings.models_dir()
             if models is None:
                 self.settings.directory_or_raise()
+            settings = self.settings
             self._engine = shared_engine(
                 LivePortraitSettings(
-                    directory=models, backend="torch", device=self.settings.resolved_device()
+                    directory=models,
+                    backend=settings.resolved_backend(),
+                    device=settings.resolved_device(),
+                    fp16=settings.resolved_fp16(),
+                    cache_dir=settings.engine_cache() / "liveportrait",
                 )
             )
         return self._engine
@@ -238,7 +243,6 @@ class DittoRenderer(Renderer):
         portrait = FramedPortrait.from_source(source, self.video.width, self.video.height)
         batch, crop, points = portrait.batch, portrait.crop, portrait.points
         engine = self.engine
-        self.backend_description = f"ditto: torch on {engine.device}"
         feature = engine.appearance(batch)
         # The torch engine gives the raw pose logits; the others' degrees are turned back
         # into logits (motion.source_from_info).
@@ -256,6 +260,10 @@ class DittoRenderer(Renderer):
             eye_ball=eye_ball,
         )
         self._load_models(directory)
+        self.backend_description = (
+            f"ditto: LMDM {self._sampler.denoiser.backend} on {self._sampler.device}, "
+            f"networks {engine.backend} on {engine.device}"
+        )
         self._condition = ConditionBuilder(motion.sc, eye_open, eye_ball)
         self._stitcher = MotionStitcher(motion)
         self._windows = MotionWindows(motion.vector, overlap=self.settings.overlap)
@@ -267,7 +275,8 @@ class DittoRenderer(Renderer):
 
         from .audio import AudioFeatureStream, load_hubert, locate_hubert
         from .lmdm import checkpoint
-        from .lmdm.diffusion import GuidedDenoiser, MotionSampler
+        from .lmdm.diffusion import MotionSampler
+        from .lmdm.engines import load_step
 
         device = self.settings.resolved_device()
         hubert_path = locate_hubert(directory)
@@ -282,15 +291,23 @@ class DittoRenderer(Renderer):
             lambda: load_hubert(directory, providers=providers),
         )
         lmdm_path = checkpoint.locate_lmdm(directory)
-        decoder = _shared(
-            ("lmdm", str(lmdm_path), device),
-            lambda: checkpoint.load_motion_decoder(lmdm_path, device),
+        settings = self.settings
+        backend, fp16 = settings.resolved_backend(), settings.resolved_fp16()
+        step = _shared(
+            ("lmdm", str(lmdm_path), backend, device, str(fp16)),
+            lambda: load_step(
+                backend,
+                lmdm_path,
+                device=device,
+                fp16=fp16,
+                cache=settings.engine_cache(),
+                directory=directory,
+                fallback_to_torch=settings.backend == "auto",
+            ),
         )
         self._torch = torch
         self._audio = AudioFeatureStream(hubert)
-        self._sampler = MotionSampler(
-            GuidedDenoiser(decoder).to(device), self.settings.steps, seed=self.settings.seed
-        )
+        self._sampler = MotionSampler(step, settings.steps, seed=settings.seed)
 
     def reset(self) -> None:
         """Drop everything buffered: audio, features, windows, motion, the utterance."""
@@ -318,6 +335,15 @@ class DittoRenderer(Renderer):
             self._last_shown: MotionFrames | None = None
             self._ease_from: MotionFrames | None = None
             self._ease_step = 0
+
+    def set_sampling_steps(self, steps: int) -> None:
+        """The LMDM's steps for this renderer's windows from the next one on."""
+        if steps < 1:
+            raise ValueError("sampling steps must be 1 or more")
+        with self._lock:
+            self.settings = replace(self.settings, steps=steps)
+            if self._source is not None:
+                self._sampler.setup(steps, self.settings.seed)
 
     def snap_expression(self, expression: Expression) -> None:
         self._emotion.snap(expression)

@@ -7,6 +7,9 @@ health checks can call `from_env`, `unavailable_reason` and `describe`.
 | `AVATAR_DITTO_STEPS` | 10 | LMDM sampling steps (`sampling_timesteps`; Ditto's code: 50) |
 | `AVATAR_DITTO_OVERLAP` | 75 | frames each 80-frame window shares with the previous one |
 | `AVATAR_DITTO_DEVICE` | `auto` | `auto`, `cpu` or `cuda` (`cuda:1`, ...) |
+| `AVATAR_DITTO_BACKEND` | `auto` | `torch`, `onnx` or `tensorrt` (also `DITTO_INFERENCE_BACKEND`) |
+| `AVATAR_DITTO_FP16` | on with CUDA | half precision on a GPU (torch autocast, TensorRT) |
+| `AVATAR_DITTO_CACHE` | `$AVATAR_CACHE` | where the ONNX exports and TensorRT engines are kept |
 | `AVATAR_DITTO_SEED` | 0 | the sampler's noise seed |
 
 `AVATAR_DITTO_DIR` is laid out as Ditto's `checkpoints/` (its `ditto_pytorch/` folder is
@@ -22,8 +25,12 @@ frame is final only once the next window has been fused over it, so the motion o
 audio about `2 x (80 - overlap)` frames past it (renderer.py, `required_lookahead_samples`).
 The maintainers run 70 to 75 online; 75 gives 0.49 s of look-ahead, 70 0.89 s.
 
-The back end is torch for now (LivePortrait's torch engine for the networks, the LMDM in torch,
-HuBERT in ONNX Runtime).
+The back end applies to the LMDM step (lmdm/engines.py) and to LivePortrait's networks (their
+engines): `auto` is TensorRT when installed on a GPU, else torch; on a CPU torch, whose warp
+and decode (nearly all the cost) beat ONNX Runtime's there; the LMDM alone is about 25 %
+faster on ONNX Runtime (docs/benchmarks.md). `onnx` runs Ditto's released
+`ditto_onnx/lmdm_v0.4_hubert.onnx` when it is in AVATAR_DITTO_DIR, else the project's export of
+the .pth. HuBERT always runs in ONNX Runtime (CUDA's provider on a GPU when installed).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base import RendererError
+from ..cache import cache_dir
 from ..model_settings import EnvReader, cuda_present, installed
 
 PREFIX = "AVATAR_DITTO_"
@@ -56,6 +64,9 @@ class DittoSettings:
     device: str = "auto"
     seed: int = 0
     cache_dir: Path | None = None
+    backend: str = "auto"
+    fp16: bool | None = None
+    """None: on when the device is CUDA."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DittoSettings:
@@ -72,12 +83,31 @@ class DittoSettings:
             overlap=int(overlap) if overlap is not None else DEFAULT_OVERLAP,
             device=read.device(),
             seed=int(seed) if seed is not None else 0,
+            cache_dir=read.path("CACHE"),
+            backend=read.backend(),
+            fp16=read.flag("FP16"),
         )
 
     def resolved_device(self) -> str:
         if self.device == "auto":
             return "cuda:0" if cuda_present() else "cpu"
         return "cuda:0" if self.device == "cuda" else self.device
+
+    def resolved_backend(self) -> str:
+        """What `auto` stands for: TensorRT when installed on a GPU, else torch."""
+        if self.backend != "auto":
+            return self.backend
+        cuda = self.resolved_device().startswith("cuda")
+        return "tensorrt" if cuda and installed("tensorrt") else "torch"
+
+    def resolved_fp16(self) -> bool:
+        """Half precision: as asked, else on with CUDA; never on a CPU or in ONNX Runtime."""
+        cuda = self.resolved_device().startswith("cuda")
+        wanted = cuda if self.fp16 is None else self.fp16
+        return wanted and cuda and self.resolved_backend() != "onnx"
+
+    def engine_cache(self) -> Path:
+        return self.cache_dir or cache_dir()
 
     def models_dir(self) -> Path | None:
         """The folder holding lmdm_v0.4_hubert.pth and the LivePortrait networks."""
@@ -123,6 +153,8 @@ class DittoSettings:
             return error.message
         if self.device.startswith("cuda") and not cuda_present():
             return f"{PREFIX}DEVICE={self.device} but no NVIDIA GPU driver is present"
+        if self.resolved_backend() == "tensorrt" and not installed("tensorrt"):
+            return f"{PREFIX}BACKEND=tensorrt needs the 'tensorrt' package, which is not installed"
         return None
 
     def directory_or_raise(self) -> Path:
@@ -163,7 +195,8 @@ class DittoSettings:
 
     def describe(self) -> dict[str, object]:
         return {
-            "backend": "torch",
+            "backend": self.resolved_backend(),
+            "fp16": self.resolved_fp16(),
             "device": self.resolved_device(),
             "steps": self.steps,
             "overlap": self.overlap,

@@ -42,12 +42,13 @@ def build_engine(onnx_path: Path, engine_path: Path, *, fp16: bool) -> Path:
     config = builder.create_builder_config()
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        rest = tuple(tensor.shape)[1:]
-        profile.set_shape(tensor.name, (1, *rest), (OPT_BATCH, *rest), (MAX_BATCH, *rest))
-    config.add_optimization_profile(profile)
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    if any(-1 in tuple(tensor.shape) for tensor in inputs):  # a batch axis to profile
+        profile = builder.create_optimization_profile()
+        for tensor in inputs:
+            rest = tuple(tensor.shape)[1:]
+            profile.set_shape(tensor.name, (1, *rest), (OPT_BATCH, *rest), (MAX_BATCH, *rest))
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendUnavailableError(f"TensorRT failed to build an engine from {onnx_path.name}")
@@ -57,15 +58,17 @@ def build_engine(onnx_path: Path, engine_path: Path, *, fp16: bool) -> Path:
     return engine_path
 
 
-class _Graph:
-    """One deserialised engine and its execution context."""
+class TensorRTGraph:
+    """One deserialised engine and its execution context, fed and read by tensor name."""
 
-    def __init__(self, runtime: Any, path: Path, name: str) -> None:
+    def __init__(
+        self, runtime: Any, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]
+    ) -> None:
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise BackendUnavailableError(f"TensorRT cannot load the engine {path.name}")
         self.context = self.engine.create_execution_context()
-        self.inputs, self.outputs = GRAPHS[name]
+        self.inputs, self.outputs = inputs, outputs
 
     def run(self, device: Any, arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         import torch
@@ -110,12 +113,12 @@ class TensorRTEngine(GraphEngine):
         folder = exported.folder / f"trt{trt.__version__}-{gpu}-{'fp16' if fp16 else 'fp32'}"
         folder.mkdir(parents=True, exist_ok=True)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._graphs: dict[str, _Graph] = {}
+        self._graphs: dict[str, TensorRTGraph] = {}
         for name in exported.graphs:
             path = folder / f"{name}-b{MAX_BATCH}.engine"
             if not path.is_file():
                 build_engine(exported.path(name), path, fp16=fp16)
-            self._graphs[name] = _Graph(runtime, path, name)
+            self._graphs[name] = TensorRTGraph(runtime, path, *GRAPHS[name])
         self._runtime = runtime
         self._device = torch_device
         self.has_lip_retargeting = "lip" in self._graphs

@@ -41,7 +41,7 @@ def graph_modules(
     kp_driving = kp_source + 0.02 * torch.randn(b, NUM_KP, 3, generator=generator)
     graphs: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]] = {
         "appearance": (networks.appearance, (image,)),
-        "motion": (MotionOutputs(networks.motion), (image,)),
+        "motion": (MotionOutputs(networks.motion, with_pose_logits=True), (image,)),
         "warp_decode": (
             WarpDecode(networks.warp, networks.decoder),
             (feature, kp_source, kp_driving),
@@ -78,7 +78,7 @@ def export_graph(
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> Iterator[None]:
     """One exporter at a time per checkpoint set, across processes (POSIX advisory lock)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a") as handle:
@@ -102,7 +102,7 @@ def ensure_exported(
     found = read_manifest(folder)
     if found is not None:
         return found
-    with _exclusive(folder.with_name(folder.name + ".lock")):
+    with exclusive(folder.with_name(folder.name + ".lock")):
         found = read_manifest(folder)  # another process may have finished meanwhile
         if found is not None:
             return found

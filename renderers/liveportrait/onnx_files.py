@@ -17,13 +17,18 @@ from pathlib import Path
 
 from .checkpoint import CheckpointFiles
 
-EXPORT_VERSION = 1
-"""Bumped whenever the exported graphs change, so older exports are not reused."""
+EXPORT_VERSION = 2
+"""Bumped whenever the exported graphs change, so older exports are not reused (2: the motion
+graph also gives the raw pose logits, which Ditto's motion carries)."""
 OPSET = 20
 """ONNX opset: 20 is the first whose GridSample takes 5-D volumes (the warp needs them)."""
 GRAPHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "appearance": (("image",), ("feature_3d",)),
-    "motion": (("image",), ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")),
+    "motion": (
+        ("image",),
+        ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
+        + ("pitch_logits", "yaw_logits", "roll_logits"),
+    ),
     "warp_decode": (("feature_3d", "kp_source", "kp_driving"), ("image",)),
     "stitching": (("kp_source", "kp_driving"), ("kp_driving_stitched",)),
     "lip": (("kp_source", "lip_ratios"), ("delta",)),

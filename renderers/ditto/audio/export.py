@@ -14,8 +14,8 @@ normalisation; `layer` picks `hidden_states[layer]` instead (0: the projected co
 step (per window) inside the graph. Features from this export are NOT guaranteed to match the
 published file; Ditto's audio-to-motion model was trained on the published one.
 
-Needs torch and transformers (not a dependency of the project: `pip install transformers`);
-both are imported when exporting, never at import."""
+Needs torch and transformers (the `ditto` extra: `pip install avatar-agents[ditto]`); both
+are imported when exporting, never at import."""
 
 from __future__ import annotations
 

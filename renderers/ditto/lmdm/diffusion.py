@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from .network import MotionDecoder
+
+if TYPE_CHECKING:
+    from .engines import DenoiseStep
 
 DIFFUSION_STEPS = 1000
 COSINE_S = 8e-3
@@ -78,6 +82,16 @@ class GuidedDenoiser(nn.Module):
 
     sqrt_recip1m_alphas_cumprod: torch.Tensor
     sqrt_recipm1_alphas_cumprod: torch.Tensor
+    backend = "torch"
+
+    @property
+    def device(self) -> torch.device:
+        return self.sqrt_recip1m_alphas_cumprod.device
+
+    @property
+    def window_shape(self) -> tuple[int, int, int]:
+        sizes = self.decoder.sizes
+        return (1, sizes.seq_frames, sizes.motion_dim)
 
     def forward(
         self,
@@ -102,7 +116,8 @@ class _Step:
 
 
 class MotionSampler:
-    """Ditto's sampler around one `GuidedDenoiser`, on the denoiser's device.
+    """Ditto's sampler around one denoising step (a `GuidedDenoiser`, or a step on another
+    back end: engines.py), on the step's device.
 
     `sample(cond_frame (1, 265), cond (1, N, 1103))` -> motion (1, N, 265). Call `setup` to
     change the number of steps (it redraws the per-step noise); the same seed gives the same
@@ -110,7 +125,7 @@ class MotionSampler:
 
     def __init__(
         self,
-        denoiser: GuidedDenoiser,
+        denoiser: DenoiseStep,
         sampling_timesteps: int = DEFAULT_SAMPLING_STEPS,
         seed: int = 0,
         eta: float = DEFAULT_ETA,
@@ -126,12 +141,11 @@ class MotionSampler:
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.sqrt_recip1m_alphas_cumprod.device
+        return self.denoiser.device
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        sizes = self.denoiser.decoder.sizes
-        return (1, sizes.seq_frames, sizes.motion_dim)
+        return self.denoiser.window_shape
 
     def setup(self, sampling_timesteps: int, seed: int | None = None) -> None:
         """The step plan and the per-step noise for `sampling_timesteps` steps, the generator

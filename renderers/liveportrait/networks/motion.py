@@ -140,7 +140,7 @@ class MotionOutputs(nn.Module):
         self.extractor = extractor
         self.with_pose_logits = with_pose_logits
         """Also return the raw pitch, yaw and roll logits (B, 66) each, after the seven: what
-        Ditto's motion carries (engine.MotionInfo.pose_logits). The exported graph has not."""
+        Ditto's motion carries (engine.MotionInfo.pose_logits); the exported graph has them."""
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raw = self.extractor(image)
