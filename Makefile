@@ -20,7 +20,7 @@ export AVATAR_CACHE VENV PYTHON LIVEKIT_SERVER_BIN
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup client ts-client wheel lint test demo bench clean
+.PHONY: help setup client ts-client wheel lint test demo cluster bench clean
 
 help:
 	@echo "make setup   install/check venv, livekit-server, chromium, client_demo and clients/renderer-ts packages"
@@ -30,6 +30,7 @@ help:
 	@echo "make lint    ruff, mypy and the import rules (tests/test_import_rules.py)"
 	@echo "make test    lint, then the test suite (pytest) against a throwaway livekit-server"
 	@echo "make demo    run the local demo (scripts/demo.sh)"
+	@echo "make cluster Redis, two livekit-server nodes, two agent workers, the control API (scripts/cluster.sh)"
 	@echo "make bench   run the benchmarks (python -m bench)"
 	@echo "make clean   remove caches and build output inside the checkout"
 	@echo "cache: $(AVATAR_CACHE)"
@@ -70,6 +71,10 @@ test: lint
 
 demo: setup
 	bash scripts/demo.sh
+
+# A LiveKit cluster on loopback, as docs/deploy.md lays it out across machines.
+cluster: setup
+	bash scripts/cluster.sh
 
 bench: setup
 	$(VENV)/bin/python -m bench

@@ -24,7 +24,7 @@ def run(server: AgentServer, argv: Sequence[str] | None = None, *, name: str) ->
     command = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
     if command in _RUNS_AGENT:
         try:
-            preflight(command, argv)
+            preflight(command, argv, renders=name != "avatar-agent")
         except (ConfigError, RendererError) as error:
             print(f"{name}: error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -32,18 +32,23 @@ def run(server: AgentServer, argv: Sequence[str] | None = None, *, name: str) ->
     raise SystemExit(0)
 
 
-def preflight(command: str, argv: Sequence[str]) -> Settings:
-    """Fail before the worker starts, with one line, on anything a person must fix."""
+def preflight(command: str, argv: Sequence[str], *, renders: bool = False) -> Settings:
+    """Fail before the worker starts, with one line, on anything a person must fix.
+
+    `renders`: this process always draws the avatar (the avatar worker); the agent draws it
+    only in the in-process mode; in the remote mode its machine needs no renderer at all."""
     settings = Settings.from_env()
     # The livekit-agents CLI reads these; give it the same defaults the rest of the project uses.
     os.environ.setdefault("LIVEKIT_URL", settings.livekit_url)
     os.environ.setdefault("LIVEKIT_API_KEY", settings.api_key)
     os.environ.setdefault("LIVEKIT_API_SECRET", settings.api_secret)
-    renderer = create(settings.renderer, VideoFormat(settings.width, settings.height, settings.fps))
-    try:
-        renderer.load(settings.source)  # a bad avatar source fails now, not in the first room
-    finally:
-        renderer.close()
+    if renders or settings.avatar_mode == "inprocess":
+        video = VideoFormat(settings.width, settings.height, settings.fps)
+        renderer = create(settings.renderer, video)
+        try:
+            renderer.load(settings.source)  # a bad avatar source fails now, not in a room
+        finally:
+            renderer.close()
     if command in _NEEDS_SERVER:
         check_livekit_reachable(_flag(argv, "--url") or os.environ["LIVEKIT_URL"])
     return settings

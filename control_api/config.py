@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -112,6 +113,13 @@ class Settings:
     # -- offline jobs (docs/jobs.md) -----------------------------------------------------------
     jobs_db_path: Path | None = None
     """None: `<cache_dir>/jobs.sqlite3`."""
+    jobs_database_url: str | None = field(default=None, repr=False)
+    """A PostgreSQL URL: the job store and queue shared by several instances (pg_store.py);
+    None: the SQLite file `jobs_db_path`."""
+    jobs_files_bucket: str | None = None
+    """An S3 bucket for uploads, results and avatar packages, so that any instance serves
+    any of them; None: `jobs_dir` on this machine."""
+    jobs_files_prefix: str = ""
     jobs_dir: Path | None = None
     """Job inputs, outputs and uploads. None: `<cache_dir>/jobs`."""
     jobs_concurrency: int = 3
@@ -303,6 +311,19 @@ class Settings:
             raise ConfigError(
                 f"AVATAR_API_JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} characters"
             )
+        if self.jobs_database_url is not None and not self.jobs_database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                "AVATAR_JOBS_DATABASE_URL must be a PostgreSQL URL like "
+                "postgresql://user:password@host:5432/avatars (unset it for the SQLite store)"
+            )
+        if self.jobs_files_bucket is not None and not re.fullmatch(
+            r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.jobs_files_bucket
+        ):
+            raise ConfigError(
+                f"AVATAR_JOBS_S3_BUCKET={self.jobs_files_bucket!r} is not a valid S3 bucket name"
+            )
         if self.jobs_public_url is not None and not self.jobs_public_url.startswith(
             ("http://", "https://")
         ):
@@ -375,6 +396,9 @@ class _JobSettings(TypedDict):
     """The offline-job fields of Settings, as `_job_settings` reads them."""
 
     jobs_db_path: Path | None
+    jobs_database_url: str | None
+    jobs_files_bucket: str | None
+    jobs_files_prefix: str
     jobs_dir: Path | None
     jobs_concurrency: int
     jobs_max_retries: int
@@ -418,6 +442,11 @@ def _job_settings(env: Mapping[str, str]) -> _JobSettings:
 
     return {
         "jobs_db_path": path("AVATAR_JOBS_DB"),
+        "jobs_database_url": env.get("AVATAR_JOBS_DATABASE_URL") or None,
+        "jobs_files_bucket": env.get("AVATAR_JOBS_S3_BUCKET") or None,
+        "jobs_files_prefix": "/".join(
+            part for part in env.get("AVATAR_JOBS_S3_PREFIX", "").split("/") if part
+        ),
         "jobs_dir": path("AVATAR_JOBS_DIR"),
         "jobs_concurrency": count("AVATAR_JOBS_CONCURRENCY", 3, 1, 256),
         "jobs_max_retries": count("AVATAR_JOBS_MAX_RETRIES", 3, 0, 100),

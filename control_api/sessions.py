@@ -25,7 +25,8 @@ An agent that dies (its job process killed or crashed) leaves the room without s
 worker removes its participant (agent/dead_jobs.py), or the server drops it after ~20 s. A
 departure of the session's agent that the agent did not initiate is answered with an
 `agent_lost` event and a new dispatch (LiveKit dispatches nothing again by itself), up to
-MAX_REDISPATCHES times per session; past that the session ends.
+MAX_REDISPATCHES times per session; past that the session ends. It also ends when no agent
+joins the new dispatch (its whole worker died, and no other worker takes the session over).
 """
 
 from __future__ import annotations
@@ -644,6 +645,12 @@ class SessionHub:
             raise ApiError(
                 503, "livekit_unavailable", f"could not join session '{record.session_id}': {error}"
             ) from None
+        if METADATA_KEY not in link.room.metadata:
+            # The room was deleted between listing it and joining it (the session was ending,
+            # here or on another replica): joining made an empty room of the same name. Leave
+            # it; LiveKit removes an empty room by itself.
+            await link.close()
+            raise ApiError(404, "session_not_found", f"no session named '{record.session_id}'")
         link.on_reconnected = self._check_room_later
         link.on_agent_lost = self._redispatch_later
         old = self._links.get(record.session_id)
@@ -688,10 +695,20 @@ class SessionHub:
             log.warning("session %s: could not dispatch a new agent: %s", link.session_id, error)
             joined = False
         if not joined and not link.closed.is_set():
+            # No worker took the session over (every worker gone, or all full): it has no
+            # agent and will get none, so it ends rather than stay listed as live.
+            log.error(
+                "session %s: no agent '%s' joined after its agent died; ending the session",
+                link.session_id,
+                self._settings.agent_name,
+            )
             link.report_error(
                 "agent_unavailable",
-                f"no agent '{self._settings.agent_name}' joined again; check that a worker runs",
+                f"no agent '{self._settings.agent_name}' joined again; the session was ended",
             )
+            with contextlib.suppress(ApiError):
+                await self.delete(link.session_id)
+            await link.close()
 
     def _check_room_later(self, link: SessionLink) -> None:
         task = asyncio.create_task(self._check_room(link), name=f"check-{link.session_id}")

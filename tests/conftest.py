@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +36,23 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("AVATAR_MODELS_DIR", str(models))
         patch.setenv("AVATAR_CACHE", str(root))
         yield root
+
+
+# livekit-ffi's tokio runtime can panic while the interpreter tears down ("panic in a function
+# that cannot unwind", docs/livekit-rtc-notes.md), aborting a run whose tests all passed. Once
+# pytest has reported everything, leave without that teardown, with pytest's own exit status.
+_exit_status: int | None = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _exit_status is not None and "livekit.rtc" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status)

@@ -56,7 +56,8 @@ def running_control_api(
     """Start the control API against `server` with a fresh API key and its own background and
     avatar directories (unless `extra_env` names others); stop it when the block ends."""
     work = Path(tempfile.mkdtemp(prefix="control-api-"))
-    api_key = secrets.token_urlsafe(16)
+    # A key of the caller's (AVATAR_API_KEYS in extra_env), e.g. one for several instances.
+    api_key = (extra_env or {}).get("AVATAR_API_KEYS") or secrets.token_urlsafe(16)
     port = free_port()
     env = {
         **os.environ,

@@ -135,8 +135,11 @@ def _answers_ok(http_url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _config_yaml(port: int, tcp_port: int, udp_port: int, api_key: str, api_secret: str) -> str:
-    # Same shape as livekit.yaml at the repository root, on other ports.
+def _config_yaml(
+    port: int, tcp_port: int, udp_port: int, api_key: str, api_secret: str, extra: str = ""
+) -> str:
+    # Same shape as livekit.yaml at the repository root, on other ports; `extra` is more YAML
+    # (a cluster node's `redis:` section, tests/cluster_fixtures.py).
     return f"""\
 port: {port}
 bind_addresses: ["127.0.0.1"]
@@ -154,7 +157,7 @@ room:
   sync_streams: true
 logging:
   level: info
-"""
+{extra}"""
 
 
 def pdeathsig_preexec() -> Callable[[], None] | None:
@@ -201,6 +204,7 @@ def start_local_server(
     api_secret: str = DEFAULT_API_SECRET,
     keep_log: Callable[[], bool] = lambda: False,
     attempts: int = 3,
+    extra_config: str = "",
 ) -> Iterator[LiveKitServer]:
     """Run ``binary`` on free loopback ports until the block ends, then stop it.
 
@@ -218,7 +222,7 @@ def start_local_server(
     for attempt in range(1, attempts + 1):
         port, tcp_port, udp_port = _free_ports()
         config = workdir / f"livekit-{attempt}.yaml"
-        config.write_text(_config_yaml(port, tcp_port, udp_port, api_key, api_secret))
+        config.write_text(_config_yaml(port, tcp_port, udp_port, api_key, api_secret, extra_config))
         log_path = workdir / f"livekit-{attempt}.log"
         http_url = f"http://127.0.0.1:{port}"
         with open(log_path, "wb") as log:

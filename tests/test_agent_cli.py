@@ -79,6 +79,16 @@ def test_bad_configuration_fails_at_start_with_one_clear_line(
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_remote_mode_agent_needs_no_renderer_of_its_own() -> None:
+    # ditto without its checkpoints cannot load here: fatal where this process draws...
+    drawn = _start_agent(_env(AVATAR_RENDERER="ditto", AVATAR_DITTO_DIR=""))
+    assert drawn.returncode == 2 and "Ditto checkpoints" in drawn.stderr
+    # ...but in the remote mode the avatar worker draws, so only LiveKit is missing
+    remote = _start_agent(_env(AVATAR_RENDERER="ditto", AVATAR_DITTO_DIR="", AVATAR_MODE="remote"))
+    assert remote.returncode == 2
+    assert "cannot reach LiveKit at ws://127.0.0.1:" in remote.stderr, remote.stderr
+
+
 def test_avatar_worker_checks_its_configuration_too() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "agent.avatar_worker", "start"],

@@ -98,7 +98,23 @@ def download(url: str, dest: Path, context: JobContext, what: str) -> Path:
     (`fetch_error_code`)."""
     options = context.options
     resolve = None
-    if options.url_secret:
+    shared = options.shared_files
+    if options.url_secret and shared is not None:
+
+        def resolve(candidate: str) -> Path | None:
+            # Our own upload, in the shared bucket: read from there, whichever instance
+            # took it in (a missing object is fetched by URL and answers 404 like any other).
+            found = links.own_file(candidate, options.url_secret)
+            if found is None:
+                return None
+            copy = dest.with_name(dest.name + ".shared")
+            try:
+                present = shared.get(shared.file_key(*found), copy)
+            except storage.StorageError as error:
+                raise JobError.of(error) from None
+            return copy if present else None
+
+    elif options.url_secret:
 
         def resolve(candidate: str) -> Path | None:
             return links.local_upload(candidate, options.url_secret, options.jobs_path)
@@ -186,9 +202,10 @@ def _prepare(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any
         except storage.StorageError as error:
             raise JobError.of(error) from None
         context.events.log(f"installed avatar '{installed.name}' in the local avatar store")
-        path = links.publish(
-            prepared.package, options.jobs_path, context.folder, f"{avatar_id}.tar"
-        )
+        shared = options.shared_files
+        if shared is not None:  # where renders on other instances find it
+            _shared_put(shared, prepared.package, shared.package_key(installed.name))
+        path = publish(prepared.package, context, f"{avatar_id}.tar")
         upload_url = links.signed_url(
             context.base_url or "", path, options.url_secret, options.url_ttl_s
         )
@@ -253,7 +270,9 @@ def render(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
         try:
             source = AvatarCatalog(Path(options.avatars_dir)).resolve(job["avatar_id"])
         except KeyError:
-            raise JobError(AVATAR_NOT_FOUND, f"no avatar named '{job['avatar_id']}'") from None
+            source = _shared_avatar(job["avatar_id"], context)
+            if source is None:
+                raise JobError(AVATAR_NOT_FOUND, f"no avatar named '{job['avatar_id']}'") from None
     context.events.progress(0.05, "inputs downloaded")
     out = context.work_dir / "video.mp4"
     try:
@@ -272,5 +291,58 @@ def render(raw_input: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
     context.events.log(
         f"rendered {rendered.frames} frames ({rendered.duration_s:.2f} s) with {job['renderer']}"
     )
-    path = links.publish(rendered.path, options.jobs_path, context.folder, "video.mp4")
+    path = publish(rendered.path, context, "video.mp4")
     return {"video": {"file": path, "content_type": "video/mp4"}, "duration": rendered.duration_s}
+
+
+# --- files: local, or shared in S3 (shared_files.py) -------------------------------------------
+
+
+def publish(source: Path, context: JobContext, name: str) -> str:
+    """Make `source` the attempt's file `name`; its URL path (`/files/<folder>/<name>`), which
+    any instance serves when the files are shared."""
+    options = context.options
+    shared = options.shared_files
+    if shared is None:
+        return links.publish(source, options.jobs_path, context.folder, name)
+    path = links.url_path(context.folder, name)
+    content_type = {".mp4": "video/mp4", ".tar": storage.PACKAGE_CONTENT_TYPE}.get(
+        Path(name).suffix, "application/octet-stream"
+    )
+    _shared_put(shared, source, shared.file_key(context.folder, name), content_type)
+    return path
+
+
+def _shared_put(
+    shared: Any, source: Path, key: str, content_type: str = storage.PACKAGE_CONTENT_TYPE
+) -> None:
+    try:
+        shared.put(source, key, content_type)
+    except storage.StorageError as error:
+        raise JobError.of(error) from None
+
+
+def _shared_avatar(avatar_id: str, context: JobContext) -> Path | None:
+    """An avatar another instance prepared: its package from the shared bucket, installed in
+    this machine's avatar store; None when there is none (or no shared bucket)."""
+    shared = context.options.shared_files
+    if shared is None:
+        return None
+    try:
+        local_id = storage.local_avatar_id(avatar_id)
+    except storage.StorageError:
+        return None
+    package = context.work_dir / f"{local_id}.tar"
+    try:
+        if not shared.get(shared.package_key(local_id), package):
+            return None
+        installed = storage.install_package(package, Path(context.options.avatars_dir), avatar_id)
+    except storage.StorageError as error:
+        raise JobError.of(error) from None
+    context.events.log(f"installed avatar '{local_id}' from the shared store")
+    from avatar_runtime import AvatarCatalog
+
+    try:
+        return AvatarCatalog(Path(context.options.avatars_dir)).resolve(installed.name)
+    except KeyError:
+        return None

@@ -65,9 +65,8 @@ def verify(raw_path: str, query: Mapping[str, str], secret: str) -> bool:
     return storage.verify_signed(raw_path, query, secret.encode(), time.time())
 
 
-def local_upload(url: str, secret: str, jobs_dir: Path) -> Path | None:
-    """For fetch's `local_files` hook: the file a signed URL of ours names, else None (an
-    unsigned or foreign URL is fetched over HTTP like any other)."""
+def own_file(url: str, secret: str) -> tuple[str, str] | None:
+    """(folder, name) of the file a validly signed URL of ours names, else None."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -77,7 +76,16 @@ def local_upload(url: str, secret: str, jobs_dir: Path) -> Path | None:
     segments = parts.path.split("/")
     if len(segments) != 4 or "/" + segments[1] != FILES_ROUTE:
         return None
+    if not FOLDER.fullmatch(segments[2]) or not NAME.fullmatch(segments[3]):
+        return None
     query = dict(parse_qsl(parts.query))
     if not verify(parts.path, query, secret):
         return None
-    return local_path(jobs_dir, segments[2], segments[3])
+    return segments[2], segments[3]
+
+
+def local_upload(url: str, secret: str, jobs_dir: Path) -> Path | None:
+    """For fetch's `local_files` hook: the file a signed URL of ours names, else None (an
+    unsigned or foreign URL is fetched over HTTP like any other)."""
+    found = own_file(url, secret)
+    return local_path(jobs_dir, *found) if found else None

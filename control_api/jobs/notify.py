@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import Settings
-from .store import Job, JobStore
+from .store import Job, JobStoreBase
 
 log = logging.getLogger("control_api.jobs")
 
 _BATCH = 16
+_HOLD_MARGIN_S = 30.0
+"""A claimed delivery stays this long past the webhook timeout before it is due again."""
 _SENDERS = 4
 """Deliveries in flight at once. They block on slow receivers (up to the webhook timeout), so
 they get threads of their own rather than the loop's default pool the routes rely on."""
@@ -31,24 +33,32 @@ they get threads of their own rather than the loop's default pool the routes rel
 class WebhookDispatcher:
     def __init__(
         self,
-        store: JobStore,
+        store: JobStoreBase,
         settings: Settings,
         secret: str,
         *,
         payload: Callable[[Job], dict[str, Any]],
+        owner: str = "",
     ) -> None:
         self._store = store
         self._settings = settings
         self._secret = secret
         self._payload = payload
+        self.owner = owner
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._senders = ThreadPoolExecutor(_SENDERS, thread_name_prefix="webhook")
 
     async def tick(self) -> None:
-        due = await asyncio.to_thread(self._store.due_webhooks, _BATCH)
+        free = _SENDERS - len(self._in_flight)
+        if free <= 0:
+            return
+        # Claimed, not just read: instances sharing the store each send a webhook once. The
+        # hold outlasts one delivery attempt, whose outcome is recorded before it ends.
+        hold_s = self._settings.webhook_timeout_s + _HOLD_MARGIN_S
+        due = await asyncio.to_thread(
+            self._store.claim_webhooks, self.owner, min(free, _BATCH), hold_s=hold_s
+        )
         for job in due:
-            if len(self._in_flight) >= _SENDERS:
-                break
             if job.id not in self._in_flight:
                 task = asyncio.create_task(self._deliver(job), name=f"webhook-{job.id}")
                 self._in_flight[job.id] = task

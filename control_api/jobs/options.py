@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .fetch import FetchPolicy
+from .shared_files import SharedFiles
 
 if TYPE_CHECKING:
     from control_api.config import Settings
@@ -36,6 +37,9 @@ class JobOptions:
     """Used when a prepare job names no s3_bucket (the RunPod worker has no local store)."""
     local_store: bool = True
     """Without an S3 bucket, install the package locally and hand out a signed URL."""
+    files_bucket: str | None = None
+    """Uploads, results and packages in this S3 bucket instead of `jobs_dir` (shared_files.py)."""
+    files_prefix: str = ""
     min_video_s: float = 3.0
     max_video_s: float = 300.0
     max_audio_s: float = 300.0
@@ -65,6 +69,12 @@ class JobOptions:
     def jobs_path(self) -> Path:
         return Path(self.jobs_dir)
 
+    @property
+    def shared_files(self) -> SharedFiles | None:
+        return SharedFiles.of(
+            self.files_bucket, self.files_prefix, self.s3_endpoint_url, self.s3_region
+        )
+
 
 def options_from_settings(
     settings: Settings,
@@ -89,6 +99,8 @@ def options_from_settings(
         s3_endpoint_url=settings.s3_endpoint_url,
         s3_region=settings.s3_region,
         s3_url_ttl_s=settings.s3_url_ttl_s,
+        files_bucket=settings.jobs_files_bucket,
+        files_prefix=settings.jobs_files_prefix,
         min_video_s=settings.prepare_min_video_s,
         max_video_s=settings.prepare_max_video_s,
         max_audio_s=settings.render_max_audio_s,

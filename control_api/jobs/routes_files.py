@@ -6,6 +6,9 @@ background upload) and answers `{url}`: a signed link that works as
 a job's `image_url` / `audio_url` (the worker reads the file directly, see links.local_upload)
 or in a browser. Downloads need no API key, only a valid, unexpired signature; they are served
 by aiohttp's FileResponse, which answers Range requests (seeking in a video player).
+
+With a shared bucket (AVATAR_JOBS_S3_BUCKET, shared_files.py) an upload goes on to S3 and a
+download is a redirect to a short-lived presigned URL of the object, from any instance.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import asyncio
 import mimetypes
 import os
 import secrets
+import shutil
+import time
 
 from aiohttp import hdrs, web
 
@@ -21,6 +26,7 @@ from .. import uploads
 from ..context import JOBS
 from ..errors import ApiError
 from . import links
+from .storage import StorageError
 
 _CONTENT_TYPES = {".mp4": "video/mp4", ".tar": "application/x-tar", ".m4a": "audio/mp4"}
 
@@ -41,6 +47,16 @@ async def upload(request: web.Request) -> web.Response:
         target = links.local_path(system.paths.jobs_dir, folder, name)
         assert target is not None and target.parent == directory
         os.replace(received.path, target)  # a rename in one directory: instant, and atomic
+    shared = system.options.shared_files if system.options else None
+    if shared is not None:
+        try:
+            await asyncio.to_thread(
+                shared.put, target, shared.file_key(folder, name), _content_type(name)
+            )
+        except StorageError as error:
+            raise ApiError(503, error.code, error.message) from None
+        finally:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
     return web.json_response(
         {"url": system.sign(system.base_url(request), links.url_path(folder, name))}, status=201
     )
@@ -56,9 +72,35 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             403, "invalid_signature", "this link is not valid or has expired; ask for a new one"
         )
+    content_type = _content_type(name)
+    shared = system.options.shared_files if system.options else None
+    if shared is not None:
+        return await _redirect_to_shared(shared, folder, name, content_type, request)
     if not await asyncio.to_thread(target.is_file):
         raise ApiError(404, "file_not_found", "the file this link names no longer exists")
-    content_type = _CONTENT_TYPES.get(target.suffix.lower()) or (
-        mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    )
     return web.FileResponse(target, headers={hdrs.CONTENT_TYPE: content_type})
+
+
+def _content_type(name: str) -> str:
+    suffix = os.path.splitext(name)[1].lower()
+    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+_PRESIGN_MAX_S = 3600
+
+
+async def _redirect_to_shared(
+    shared, folder: str, name: str, content_type: str, request: web.Request
+) -> web.StreamResponse:  # noqa: ANN001 (shared_files.SharedFiles)
+    """302 to a presigned URL of the object, valid no longer than the link (nor an hour)."""
+    key = shared.file_key(folder, name)
+    try:
+        if not await asyncio.to_thread(shared.exists, key):
+            raise ApiError(404, "file_not_found", "the file this link names no longer exists")
+        expires = int(request.query.get("expires", "0")) - int(time.time())
+        url = await asyncio.to_thread(
+            shared.presigned, key, min(max(1, expires), _PRESIGN_MAX_S), content_type
+        )
+    except StorageError as error:
+        raise ApiError(503, error.code, error.message) from None
+    raise web.HTTPFound(url, headers={hdrs.CACHE_CONTROL: "no-store"})

@@ -39,7 +39,9 @@ async def _validated(request: web.Request) -> dict[str, Any]:
     avatar_id = job_input.get("avatar_id")
     if avatar_id is not None:
         catalog = request.app[AVATARS]
-        if not await asyncio.to_thread(catalog.__contains__, avatar_id):
+        if not await asyncio.to_thread(catalog.__contains__, avatar_id) and not (
+            await _in_shared_store(request, avatar_id)
+        ):
             ids = await asyncio.to_thread(catalog.ids)
             one_of(avatar_id, ids, field="avatar", code="invalid_avatar")
     settings = request.app[JOBS].settings
@@ -50,6 +52,22 @@ async def _validated(request: web.Request) -> dict[str, Any]:
             # bad one is refused before a job is made for it; URLs are the worker's to fetch.
             await asyncio.to_thread(_check_inline, field, url, settings.max_upload_bytes)
     return job_input
+
+
+async def _in_shared_store(request: web.Request, avatar_id: str) -> bool:
+    """Whether another instance prepared `avatar_id` into the shared bucket (the worker
+    installs it from there, handlers._shared_avatar)."""
+    options = request.app[JOBS].options
+    shared = options.shared_files if options else None
+    if shared is None:
+        return False
+    from .storage import StorageError, local_avatar_id
+
+    try:
+        key = shared.package_key(local_avatar_id(avatar_id))
+        return await asyncio.to_thread(shared.exists, key)
+    except StorageError:
+        return False
 
 
 _IMAGE_TYPES = ("", "application/octet-stream", "application/x-tar")

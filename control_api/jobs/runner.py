@@ -39,7 +39,7 @@ from .. import logcontext
 from ..env_aliases import apply_aliases
 from ..gpu import select_gpu
 from . import errors
-from .store import FAILED, PENDING, Job, JobStore
+from .store import FAILED, PENDING, Job, JobStoreBase
 
 log = logging.getLogger("control_api.jobs")
 
@@ -142,7 +142,12 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    # A killed process its parent has not reaped yet (a zombie) still answers signal 0.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux), or it just went: the lease will tell
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def pdeathsig_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
@@ -183,7 +188,7 @@ class _Attempt:
 class JobRunner:
     def __init__(
         self,
-        store: JobStore,
+        store: JobStoreBase,
         config: RunnerConfig,
         spec: SpecBuilder,
         *,
@@ -300,7 +305,9 @@ class JobRunner:
         if now - self._last_heartbeat >= self.config.lease_s / 3:
             self._last_heartbeat = now
             await self._heartbeat()
-        if now - self._last_reclaim >= self.config.lease_s:
+        # As often as leases are renewed: with several instances on one store, a job whose
+        # instance died is taken over within a third of a lease after its lease ran out.
+        if now - self._last_reclaim >= self.config.lease_s / 3:
             self._last_reclaim = now
             await self._reclaim()
         free = self.config.concurrency - self.running

@@ -7,6 +7,11 @@ reclaimed after a crash, retried) changes nothing. Webhook deliveries are rows' 
 their retries survive a restart as well.
 
 The store is synchronous and thread-safe; the async side calls it through `asyncio.to_thread`.
+
+Two back ends share every query here (`JobStoreBase`): `JobStore`, one SQLite file, the default
+for one machine; and `PostgresJobStore` (pg_store.py), for several control API instances on one
+database. Each keeps a schema version and migrates an older database when it opens it
+(`SQLITE_MIGRATIONS` here, PostgreSQL's in pg_store.py).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,9 @@ WEBHOOK_PENDING = "pending"
 WEBHOOK_DELIVERED = "delivered"
 WEBHOOK_FAILED = "failed"
 
-_SCHEMA = """
+# Version 1 is the layout every database had before versions were kept (PRAGMA user_version 0
+# with a `jobs` table): it is never changed, only added to by later versions.
+_SQLITE_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -74,7 +81,23 @@ CREATE TABLE IF NOT EXISTS job_logs (
 );
 CREATE INDEX IF NOT EXISTS job_logs_by_job ON job_logs (job_id, id);
 """
+SQLITE_MIGRATIONS: tuple[tuple[int, Sequence[str]], ...] = (
+    (1, [statement for statement in _SQLITE_V1.split(";") if statement.strip()]),
+    # 2: the instance delivering a job's webhook holds it (claim_webhooks), so that control
+    # API instances sharing a store send each webhook once.
+    (2, ["ALTER TABLE jobs ADD COLUMN webhook_owner TEXT"]),
+)
+SCHEMA_VERSION = SQLITE_MIGRATIONS[-1][0]
 _MAX_LOG_CHARS = 2000
+
+
+class JobStoreError(CodedError):
+    """The store cannot be opened or used: `job_store_unavailable` (the database cannot be
+    reached or read), `job_store_too_new` (written by a newer version of this service),
+    `job_store_unsupported` (a back end whose library is not installed)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message, status=503)
 
 
 class JobStateError(CodedError):
@@ -119,15 +142,17 @@ class Job:
     webhook_attempts: int
     webhook_next_at: float | None
     webhook_error: str | None
+    webhook_owner: str | None = None
+    """The instance sending the webhook now (schema version 2)."""
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> Job:
+    def _from_row(cls, row: Mapping[str, Any]) -> Job:
         values = dict(row)
-        values.pop("seq")
+        values.pop("seq", None)
         values["input"] = json.loads(values["input"])
         values["output"] = json.loads(values["output"]) if values["output"] else None
         return cls(**values)
@@ -137,62 +162,45 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-class JobStore:
-    """Jobs and their log lines in the SQLite database at `path` (created if missing)."""
+class JobStoreBase:
+    """Every operation on jobs, in SQL both back ends run: `?` placeholders (PostgresJobStore
+    turns them into its own) and `_skip_locked` after the SELECTs that pick rows to change
+    (empty for SQLite, whose write transactions take the whole database)."""
 
-    def __init__(self, path: Path, *, log_lines: int = 200) -> None:
-        self.path = Path(path)
-        self.log_lines = log_lines
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _transaction).
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives any process crash; only a power cut can lose the last
-        # commits, and a lost commit only means a job runs again.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+    log_lines: int
+    _skip_locked = ""
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        raise NotImplementedError
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """A connection inside one write transaction, committed at the end of the block."""
+        raise NotImplementedError
 
-    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def _read(self, sql: str, args: tuple = ()) -> list[Any]:
+        raise NotImplementedError
 
-    @staticmethod
-    def _log(db: sqlite3.Connection, job_id: str, message: str, at: float) -> None:
-        db.execute(
+    def _x(self, db: Any, sql: str, args: tuple = ()) -> Any:
+        """Run `sql` on `db` (inside `_transaction`); its cursor."""
+        return db.execute(sql, args)
+
+    def _log(self, db: Any, job_id: str, message: str, at: float) -> None:
+        self._x(
+            db,
             "INSERT INTO job_logs (job_id, at, message) VALUES (?, ?, ?)",
             (job_id, at, message[:_MAX_LOG_CHARS]),
         )
 
-    def _trim_logs(self, db: sqlite3.Connection, job_id: str) -> None:
-        db.execute(
+    def _trim_logs(self, db: Any, job_id: str) -> None:
+        self._x(
+            db,
             "DELETE FROM job_logs WHERE job_id = ? AND id <= (SELECT id FROM job_logs "
             "WHERE job_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
             (job_id, job_id, self.log_lines),
         )
 
-    @staticmethod
-    def _job(db: sqlite3.Connection, job_id: str) -> Job | None:
-        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    def _job(self, db: Any, job_id: str) -> Job | None:
+        row = self._x(db, "SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job._from_row(row) if row else None
 
     # --- creating and reading ---------------------------------------------------------------
@@ -213,7 +221,8 @@ class JobStore:
         now = time.time() if now is None else now
         job_id = job_id or new_job_id()
         with self._transaction() as db:
-            db.execute(
+            self._x(
+                db,
                 "INSERT INTO jobs (id, kind, status, input, max_attempts, next_attempt_at, "
                 "created_at, base_url, webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -292,20 +301,24 @@ class JobStore:
         with self._transaction() as db:
             ids = [
                 row["id"]
-                for row in db.execute(
+                for row in self._x(
+                    db,
                     "SELECT id FROM jobs WHERE status = 'pending' AND next_attempt_at <= ? "
-                    "ORDER BY next_attempt_at, seq LIMIT ?",
+                    "ORDER BY next_attempt_at, seq LIMIT ?" + self._skip_locked,
                     (now, limit),
-                )
+                ).fetchall()
             ]
             for job_id in ids:
                 lease = uuid.uuid4().hex
-                db.execute(
+                cursor = self._x(
+                    db,
                     "UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease = ?, "
                     "owner = ?, lease_expires_at = ?, progress = 0, "
                     "started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'pending'",
                     (lease, owner, now + lease_s, now, job_id),
                 )
+                if cursor.rowcount != 1:
+                    continue  # taken meanwhile: never hand out a job this claim did not move
                 job = self._job(db, job_id)
                 assert job is not None
                 self._log(db, job_id, f"attempt {job.attempts} of {job.max_attempts} started", now)
@@ -316,7 +329,8 @@ class JobStore:
         """Extend a lease; False when the attempt no longer holds the job (cancelled, taken
         back), which tells the supervisor to stop its worker."""
         with self._transaction() as db:
-            cursor = db.execute(
+            cursor = self._x(
+                db,
                 "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease = ? "
                 "AND status = 'processing'",
                 (until, job_id, lease),
@@ -325,7 +339,8 @@ class JobStore:
 
     def set_progress(self, job_id: str, lease: str, progress: float) -> bool:
         with self._transaction() as db:
-            cursor = db.execute(
+            cursor = self._x(
+                db,
                 "UPDATE jobs SET progress = ? WHERE id = ? AND lease = ? AND status = 'processing'",
                 (min(1.0, max(0.0, progress)), job_id, lease),
             )
@@ -336,7 +351,8 @@ class JobStore:
     ) -> bool:
         """A log line from an attempt, kept only while that attempt holds the job."""
         with self._transaction() as db:
-            held = db.execute(
+            held = self._x(
+                db,
                 "SELECT 1 FROM jobs WHERE id = ? AND lease = ? AND status = 'processing'",
                 (job_id, lease),
             ).fetchone()
@@ -352,7 +368,8 @@ class JobStore:
         superseded, so a job completes exactly once."""
         now = time.time() if now is None else now
         with self._transaction() as db:
-            cursor = db.execute(
+            cursor = self._x(
+                db,
                 "UPDATE jobs SET status = 'completed', output = ?, error = NULL, progress = 1, "
                 "finished_at = ?, lease = NULL, lease_expires_at = NULL "
                 "WHERE id = ? AND lease = ? AND status = 'processing'",
@@ -378,7 +395,8 @@ class JobStore:
         now = time.time() if now is None else now
         with self._transaction() as db:
             if retry_at is not None:
-                cursor = db.execute(
+                cursor = self._x(
+                    db,
                     "UPDATE jobs SET status = 'pending', error = ?, next_attempt_at = ?, "
                     "lease = NULL, owner = NULL, lease_expires_at = NULL "
                     "WHERE id = ? AND lease = ? AND status = 'processing'",
@@ -387,7 +405,8 @@ class JobStore:
                 status = PENDING
                 message = f"attempt failed: {error}; retry in {retry_at - now:.1f} s"
             else:
-                cursor = db.execute(
+                cursor = self._x(
+                    db,
                     "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, "
                     "lease = NULL, lease_expires_at = NULL "
                     "WHERE id = ? AND lease = ? AND status = 'processing'",
@@ -407,8 +426,10 @@ class JobStore:
         """Give an attempt back without counting it (the service is shutting down cleanly)."""
         now = time.time() if now is None else now
         with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE jobs SET status = 'pending', attempts = MAX(0, attempts - 1), "
+            cursor = self._x(
+                db,
+                "UPDATE jobs SET status = 'pending', "
+                "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
                 "next_attempt_at = ?, lease = NULL, owner = NULL, lease_expires_at = NULL "
                 "WHERE id = ? AND lease = ? AND status = 'processing'",
                 (now, job_id, lease),
@@ -425,12 +446,15 @@ class JobStore:
         now = time.time() if now is None else now
         reclaimed = []
         with self._transaction() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE status = 'processing'").fetchall()
+            rows = self._x(
+                db, "SELECT * FROM jobs WHERE status = 'processing'" + self._skip_locked
+            ).fetchall()
             for job in (Job._from_row(row) for row in rows):
                 if not is_stale(job):
                     continue
                 if job.attempts < job.max_attempts:
-                    db.execute(
+                    self._x(
+                        db,
                         "UPDATE jobs SET status = 'pending', error = ?, next_attempt_at = ?, "
                         "lease = NULL, owner = NULL, lease_expires_at = NULL WHERE id = ?",
                         (error, now, job.id),
@@ -439,7 +463,8 @@ class JobStore:
                         db, job.id, f"attempt {job.attempts} lost ({error}); queued again", now
                     )
                 else:
-                    db.execute(
+                    self._x(
+                        db,
                         "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, "
                         "lease = NULL, lease_expires_at = NULL WHERE id = ?",
                         (error, now, job.id),
@@ -460,7 +485,8 @@ class JobStore:
             if job is None:
                 return None
             if job.status in (PENDING, PROCESSING):
-                db.execute(
+                self._x(
+                    db,
                     "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease = NULL, "
                     "lease_expires_at = NULL WHERE id = ?",
                     (now, job_id),
@@ -484,10 +510,12 @@ class JobStore:
                     f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried",
                     "job_not_retryable",
                 )
-            db.execute(
+            self._x(
+                db,
                 "UPDATE jobs SET status = 'pending', error = NULL, output = NULL, progress = 0, "
                 "max_attempts = attempts + ?, next_attempt_at = ?, finished_at = NULL, "
                 "owner = NULL, webhook_state = NULL, webhook_event_id = NULL, "
+                "webhook_owner = NULL, "
                 "webhook_attempts = 0, webhook_next_at = NULL, webhook_error = NULL WHERE id = ?",
                 (max(1, extra_attempts), now, job_id),
             )
@@ -497,14 +525,42 @@ class JobStore:
 
     # --- webhooks -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _schedule_webhook(db: sqlite3.Connection, job_id: str, now: float) -> None:
-        db.execute(
+    def _schedule_webhook(self, db: Any, job_id: str, now: float) -> None:
+        self._x(
+            db,
             "UPDATE jobs SET webhook_state = 'pending', webhook_event_id = ?, "
             "webhook_attempts = 0, webhook_next_at = ?, webhook_error = NULL "
             "WHERE id = ? AND webhook_url IS NOT NULL",
             (uuid.uuid4().hex, now, job_id),
         )
+
+    def claim_webhooks(
+        self, owner: str, limit: int, *, hold_s: float, now: float | None = None
+    ) -> list[Job]:
+        """Take up to `limit` due webhook deliveries for `owner`: each is held (not due to
+        anyone else) for `hold_s` seconds, by when its attempt is recorded
+        (`webhook_attempted`), so instances sharing the store send each one once. An instance
+        that dies while sending leaves it due again after `hold_s`: at least once, with the
+        same event id for the receiver to drop a duplicate by."""
+        if limit <= 0:
+            return []
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            rows = self._x(
+                db,
+                "SELECT * FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ? "
+                "ORDER BY webhook_next_at LIMIT ?" + self._skip_locked,
+                (now, limit),
+            ).fetchall()
+            claimed = []
+            for job in (Job._from_row(row) for row in rows):
+                self._x(
+                    db,
+                    "UPDATE jobs SET webhook_next_at = ?, webhook_owner = ? WHERE id = ?",
+                    (now + hold_s, owner, job.id),
+                )
+                claimed.append(job)
+        return claimed
 
     def due_webhooks(self, limit: int, *, now: float | None = None) -> list[Job]:
         now = time.time() if now is None else now
@@ -536,9 +592,10 @@ class JobStore:
         now = time.time() if now is None else now
         state = WEBHOOK_DELIVERED if delivered else WEBHOOK_PENDING if retry_at else WEBHOOK_FAILED
         with self._transaction() as db:
-            cursor = db.execute(
+            cursor = self._x(
+                db,
                 "UPDATE jobs SET webhook_state = ?, webhook_attempts = webhook_attempts + 1, "
-                "webhook_next_at = ?, webhook_error = ? "
+                "webhook_next_at = ?, webhook_error = ?, webhook_owner = NULL "
                 "WHERE id = ? AND webhook_event_id = ? AND webhook_state = 'pending'",
                 (state, retry_at, error, job_id, event_id),
             )
@@ -553,3 +610,86 @@ class JobStore:
             self._log(db, job_id, message, now)
             self._trim_logs(db, job_id)
             return True
+
+
+class JobStore(JobStoreBase):
+    """Jobs and their log lines in the SQLite database at `path` (created if missing, migrated
+    to `SCHEMA_VERSION` if older; PRAGMA user_version holds its version)."""
+
+    def __init__(self, path: Path, *, log_lines: int = 200) -> None:
+        self.path = Path(path)
+        self.log_lines = log_lines
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _transaction).
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives any process crash; only a power cut can lose the
+            # last commits, and a lost commit only means a job runs again.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self.schema_version = self._migrate()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise JobStoreError(
+                "job_store_unavailable",
+                f"cannot open the job store {self.path}: {error}",
+            ) from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if (
+            version == 0
+            and self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+            ).fetchone()
+        ):
+            return 1  # written before versions were kept: version 1's layout
+        return version
+
+    def _migrate(self) -> int:
+        """Bring the database to SCHEMA_VERSION, one version per transaction (BEGIN IMMEDIATE
+        also keeps two processes opening it at once from both migrating)."""
+        with self._transaction() as db:
+            version = self._version()
+        if version > SCHEMA_VERSION:
+            raise JobStoreError(
+                "job_store_too_new",
+                f"the job store {self.path} has schema version {version}, newer than this "
+                f"service's {SCHEMA_VERSION}; upgrade the service or use another AVATAR_JOBS_DB",
+            )
+        for target, statements in SQLITE_MIGRATIONS:
+            with self._transaction() as db:
+                version = self._version()
+                if version >= target:
+                    continue
+                for statement in statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {int(target)}")
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()

@@ -4,6 +4,7 @@ built from Settings, started and stopped with the app."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import time
@@ -19,7 +20,9 @@ from . import links
 from .notify import WebhookDispatcher
 from .options import JobOptions, options_from_settings
 from .runner import JobRunner, RunnerConfig
-from .store import CANCELLED, COMPLETED, FAILED, Job, JobStore
+from .store import CANCELLED, COMPLETED, FAILED, Job, JobStore, JobStoreBase, JobStoreError
+
+log = logging.getLogger("control_api.jobs")
 
 URL_SECRET_FILE = "jobs-url-secret"
 WEBHOOK_SECRET_FILE = "webhook-secret"
@@ -62,6 +65,17 @@ class JobPaths:
         )
 
 
+def open_job_store(settings: Settings, paths: JobPaths) -> JobStoreBase:
+    """The configured store: PostgreSQL at AVATAR_JOBS_DATABASE_URL, else SQLite at
+    AVATAR_JOBS_DB (the default). Either is migrated to its current schema on opening;
+    JobStoreError (a code and a message) when it cannot be."""
+    if settings.jobs_database_url:
+        from .pg_store import PostgresJobStore  # here: psycopg only where PostgreSQL is used
+
+        return PostgresJobStore(settings.jobs_database_url, log_lines=settings.jobs_log_lines)
+    return JobStore(paths.db, log_lines=settings.jobs_log_lines)
+
+
 class JobSystem:
     def __init__(
         self, settings: Settings, *, on_finished: Callable[[Job], None] | None = None
@@ -69,7 +83,7 @@ class JobSystem:
         self.settings = settings
         self.paths = JobPaths.of(settings)
         self._on_finished = on_finished
-        self._store: JobStore | None = None
+        self._store: JobStoreBase | None = None
         self._runner: JobRunner | None = None
         self._webhooks: WebhookDispatcher | None = None
         self.url_secret = ""
@@ -90,9 +104,13 @@ class JobSystem:
         self.options = options_from_settings(
             settings, url_secret=self.url_secret, avatars_dir=self.paths.avatars_dir
         )
-        self._store = await asyncio.to_thread(
-            JobStore, self.paths.db, log_lines=settings.jobs_log_lines
-        )
+        try:
+            self._store = await asyncio.to_thread(open_job_store, settings, self.paths)
+        except JobStoreError as error:
+            # Configuration the service cannot run with: say so in one line and stop, rather
+            # than start without jobs or print a traceback.
+            log.critical("cannot start the job system (%s): %s", error.code, error.message)
+            raise SystemExit(2) from None
         self._webhooks = WebhookDispatcher(
             self._store, settings, webhook_secret, payload=self.webhook_payload
         )
@@ -111,6 +129,7 @@ class JobSystem:
             on_finished=self._on_finished,
             on_tick=self._webhooks.tick,
         )
+        self._webhooks.owner = self._runner.owner
         await self._runner.start()
 
     async def close(self) -> None:
@@ -122,7 +141,7 @@ class JobSystem:
             self._store.close()
 
     @property
-    def store(self) -> JobStore:
+    def store(self) -> JobStoreBase:
         assert self._store is not None, "the job system has not started"
         return self._store
 
