@@ -22,33 +22,48 @@ EMOTION_POSES: dict[str, dict[str, float]] = {
     "angry": {"brow_lower": 1.3, "frown": 1.1, "squint": 0.5, "mouth_wide": 0.2},
     "reassuring": {"smile": 0.6, "brow_inner_up": 0.45, "squint": 0.2, "head_roll": 2.0},
 }  # fmt: skip
+UNSMILE: dict[str, float] = {"sad": 1.0, "angry": 1.0, "concerned": 0.7}
+"""Share of the portrait's own smile that each emotion takes away (see `pose`)."""
+UNSMILE_PRESS = 0.8
+"""lips_press added at a full unsmile of a broad smile (see `pose`)."""
 TRANSITION_S = 0.3
 """An emotion change is 95 % done after this long."""
 
 
-def pose(name: str, intensity: float) -> np.ndarray:
+def pose(name: str, intensity: float, portrait_smile: float = 0.0) -> np.ndarray:
+    """The control weights of emotion `name` at `intensity` (0..1). `portrait_smile`: how
+    much the portrait smiles by itself, in units of the smile control (see
+    `avatar.portrait_smile`); sad, angry and concerned undo that much smile first (corners
+    down and in, cheeks down), so a smiling photo's smile does not show through them."""
     weights = np.zeros(len(CONTROLS), dtype=np.float32)
+    k = float(np.clip(intensity, 0.0, 1.0))
     for control, value in EMOTION_POSES.get(name, {}).items():
-        weights[INDEX[control]] = value * float(np.clip(intensity, 0.0, 1.0))
+        weights[INDEX[control]] = value * k
+    undo = UNSMILE.get(name, 0.0) * k
+    weights[INDEX["smile"]] -= undo * portrait_smile
+    # ...and press the lips together, over the teeth a smile showed.
+    weights[INDEX["lips_press"]] += UNSMILE_PRESS * undo * min(1.0, portrait_smile)
     return weights
 
 
 class EmotionBlend:
     """Moves from the current pose toward the requested one with a ~300 ms ease."""
 
-    def __init__(self, fps: float) -> None:
+    def __init__(self, fps: float, portrait_smile: float = 0.0) -> None:
         # Three time constants make 95 %: exp(-3) ~ 0.05.
         self._alpha = 1.0 - math.exp(-(1.0 / fps) / (TRANSITION_S / 3.0))
         self._weights = np.zeros(len(CONTROLS), dtype=np.float32)
+        self.portrait_smile = portrait_smile
+        """The loaded portrait's own smile (see `pose`)."""
 
     def step(self, expression: Expression) -> np.ndarray:
-        target = pose(expression.emotion, expression.intensity)
+        target = pose(expression.emotion, expression.intensity, self.portrait_smile)
         self._weights += (target - self._weights) * self._alpha
         return self._weights.copy()
 
     def snap(self, expression: Expression) -> None:
         """Jump to `expression`: the next step returns its full pose."""
-        self._weights = pose(expression.emotion, expression.intensity)
+        self._weights = pose(expression.emotion, expression.intensity, self.portrait_smile)
 
 
 class IdleMotion:
@@ -113,3 +128,44 @@ class IdleMotion:
         k = k * k * (3 - 2 * k)
         gaze = previous + (target - previous) * k
         return float(gaze[0]), float(gaze[1])
+
+
+class SpeechMotion:
+    """Head motion that follows the speech rhythm: a small nod and brow lift on each stressed
+    syllable (the opening rising faster than its slow average), and a slow turn that changes
+    side from one emphasis to the next. Back to nothing in silence, without a jump."""
+
+    def __init__(self, fps: float, seed: int = 11) -> None:
+        self._fast = 1.0 - math.exp(-1.0 / (fps * 0.06))
+        self._slow = 1.0 - math.exp(-1.0 / (fps * 0.35))
+        self._ease = 1.0 - math.exp(-1.0 / (fps * 0.45))
+        self._nod_alpha = 1.0 - math.exp(-1.0 / (fps * 0.1))
+        self._rng = np.random.default_rng(seed)
+        self._level = 0.0
+        self._average = 0.0
+        self._turn_target = 0.0
+        self._turn = 0.0
+        self._nod = 0.0
+        self._armed = True
+
+    def step(self, openness: float) -> np.ndarray:
+        self._level += (openness - self._level) * self._fast
+        self._average += (openness - self._average) * self._slow
+        emphasis = max(0.0, self._level - self._average)
+        if emphasis > 0.12 and self._armed:
+            # A new stressed syllable: the head turns a little the other way.
+            side = -math.copysign(1.0, self._turn_target or 1.0)
+            self._turn_target = side * float(self._rng.uniform(1.5, 3.5))
+            self._armed = False
+        elif emphasis < 0.04:
+            self._armed = True
+        if self._average < 0.03:
+            self._turn_target = 0.0  # silence: let the turn settle back
+        self._turn += (self._turn_target - self._turn) * self._ease
+        self._nod += (min(3.0, 6.0 * emphasis) - self._nod) * self._nod_alpha
+        w = np.zeros(len(CONTROLS), dtype=np.float32)
+        w[INDEX["head_x"]] = self._turn
+        w[INDEX["head_y"]] = self._nod
+        w[INDEX["head_roll"]] = 0.4 * self._turn
+        w[INDEX["brow_raise"]] = min(0.35, 1.2 * emphasis)
+        return w

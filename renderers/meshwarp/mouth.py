@@ -56,6 +56,8 @@ class MouthShape:
     """Lip rounding/protrusion: 0 none .. 1 fully rounded (as in "oo", "o")."""
     jaw: float = 0.0
     """Jaw drop: 0 closed .. 1 open; follows `openness`, a little behind it."""
+    press: float = 0.0
+    """Lips pressed together: 0 none .. 1 a bilabial closure ("m", "b", "p") in speech."""
 
 
 CLOSED = MouthShape()
@@ -339,6 +341,9 @@ class MouthSmoother:
         self._max_step = max_rate / fps
         self._shape = CLOSED
         self._target: RawMouth | None = None
+        # A closure presses the lips only briefly (a stop, m/b/p): a longer pause relaxes.
+        self._press_frames = max(1, round(0.15 * fps))
+        self._closure_run = 0
 
     @property
     def shape(self) -> MouthShape:
@@ -376,7 +381,19 @@ class MouthSmoother:
             m,
         )
         jaw = _approach(prev.jaw, openness, self._jaw, m)
-        self._shape = MouthShape(openness=openness, width=width, rounding=rounding, jaw=jaw)
+        if raw is not None and raw.closure:
+            # Only a closure that follows an opening is a bilabial/stop, not a silent start.
+            if self._closure_run > 0 or prev.openness > 0.08:
+                self._closure_run += 1
+        else:
+            self._closure_run = 0
+        t_press = 1.0 if 0 < self._closure_run <= self._press_frames else 0.0
+        press = _approach(
+            prev.press, t_press, self._closure if t_press > prev.press else self._attack, m
+        )
+        self._shape = MouthShape(
+            openness=openness, width=width, rounding=rounding, jaw=jaw, press=press
+        )
         return self._shape
 
     def reset(self) -> None:
@@ -387,6 +404,7 @@ class MouthSmoother:
     def clear(self) -> None:
         """Start over closed (a new session, not an interruption: this one does jump)."""
         self._target = None
+        self._closure_run = 0
         self._shape = CLOSED
 
 
@@ -406,9 +424,13 @@ class MouthTrack:
         fps: float = 30.0,
         sample_rate: int = 16000,
         tuning: MouthTuning = DEFAULT_TUNING,
+        lead_s: float = 0.0,
         **smoother_options: float,
     ) -> None:
         self.sample_rate = int(sample_rate)
+        self.lead = max(0, round(lead_s * sample_rate))
+        """Samples ahead of its own window that a frame's mouth is read from (the smoother's
+        attack takes about a frame: reading early makes the opening meet the sound)."""
         self.tuning = tuning
         self.smoother = MouthSmoother(fps, **smoother_options)
         self._last_index: int | None = None
@@ -419,13 +441,23 @@ class MouthTrack:
         if request.index == self._last_index:
             return self.smoother.shape
         raw = (
-            mouth_features(request.own_window(), self.sample_rate, self.tuning)
+            mouth_features(self._window(request), self.sample_rate, self.tuning)
             if request.is_speech
             else None
         )
         self._last_index = request.index
         self.last_raw = raw
         return self.smoother.step(raw)
+
+    def _window(self, request: FrameRequest) -> np.ndarray:
+        """The frame's own window moved `lead` samples later, as far as the look-ahead the
+        request carries allows (none: its own window)."""
+        audio = request.audio
+        assert audio is not None
+        start = request.window_offset
+        end = start + request.window_length
+        shift = max(0, min(self.lead, audio.size - end))
+        return audio[start + shift : end + shift]
 
     def __call__(self, requests: Iterable[FrameRequest]) -> list[MouthShape]:
         return [self.step(r) for r in requests]

@@ -5,7 +5,6 @@ and emotions move brows, eyes and mouth corners. CPU only, no downloaded weights
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,16 +20,28 @@ from ..base import (
 )
 from ..vision.models import MODEL_NAMES, model_files, model_path
 from . import landmarks as lm
-from .avatar import MeshwarpAvatar, prepare_avatar
-from .motion import EMOTION_POSES, EmotionBlend, IdleMotion
+from .avatar import MeshwarpAvatar, prepare_avatar, wears_glasses
+from .cavity import INNER_LIPS, MouthInterior, find_teeth
+from .eyelid import Eyelid
+from .motion import EMOTION_POSES, EmotionBlend, IdleMotion, SpeechMotion
 from .mouth import MouthShape, MouthTrack
-from .rig import INDEX
+from .rig import INDEX, Region
 
-_CAVITY = np.array([52, 20, 24], dtype=np.float32)  # the dark inside of the mouth
-_TEETH = np.array([236, 230, 218], dtype=np.float32)
-_INNER_LIPS = lm.UPPER_LIP_INNER + tuple(reversed(lm.LOWER_LIP_INNER))[1:-1]
+LEAD_S = 0.034
+"""The mouth is read one frame's audio ahead of the frame: the smoothing's attack and the
+jaw's lag made the lips trail the sound by about a frame."""
+MOUTH_REFINE_STEPS = 2
+"""Fixed-point steps that make the warp's inverse exact enough around the mouth, for a
+portrait whose own lips are apart (the rest pose closes them; a closed mouth needs none)."""
+BROWS_UNDER_GLASSES = 0.3
+"""What is left of the brow controls when the portrait wears glasses: their frame rests on
+the brows, and a full brow lift would bend it."""
+_BROWS = [INDEX[c] for c in ("brow_raise", "brow_inner_up", "brow_lower")]
+BLINK_WARP_UNDER_GLASSES = 0.2
+"""Share of a blink's warp kept behind glasses (the lid itself is painted in full)."""
+_BLINKS = [INDEX[c] for c in ("blink_right", "blink_left")]
+_SWAY = [INDEX[c] for c in ("head_x", "head_y", "head_roll")]
 _LID_CONTROLS = [INDEX[c] for c in ("blink_right", "blink_left", "squint", "eye_wide")]
-_LASHES = np.array([45, 32, 30], dtype=np.float32)
 
 
 class MeshwarpRenderer(Renderer):
@@ -40,14 +51,19 @@ class MeshwarpRenderer(Renderer):
         batch_size=1,
         emotions=tuple(EMOTION_POSES),
         alpha_is_person_mask=True,
+        lookahead_s=LEAD_S,
     )
 
     def __init__(self, video: VideoFormat) -> None:
         super().__init__(video)
         self._avatar: MeshwarpAvatar | None = None
-        self._mouth = MouthTrack(fps=video.fps)
+        self._brow_gain = 1.0
+        self._mouth = MouthTrack(fps=video.fps, lead_s=LEAD_S)
         self._emotion = EmotionBlend(video.fps)
         self._idle = IdleMotion(video.fps)
+        self._speech = SpeechMotion(video.fps)
+        self._speech_index: int | None = None
+        self._speech_weights = np.zeros(0, dtype=np.float32)
         self.last_weights = np.zeros(0, dtype=np.float32)
 
     # -- Renderer ----------------------------------------------------------------------------
@@ -67,14 +83,24 @@ class MeshwarpRenderer(Renderer):
 
     def load(self, source: Path | None) -> None:
         self._avatar = prepare_avatar(source, self.video.width, self.video.height)
+        self._emotion.portrait_smile = self._avatar.portrait_smile
+        self._brow_gain = BROWS_UNDER_GLASSES if wears_glasses(
+            self._avatar.image, self._avatar.points) else 1.0  # fmt: skip
         region = self._avatar.region
         gy, gx = np.mgrid[region.y0 : region.y1, region.x0 : region.x1]
         self._grid = np.stack([gx, gy], axis=-1).astype(np.float32)
         rows = {index: i for i, index in enumerate(lm.CONTROL_POINTS)}
-        self._inner_rows = np.array([rows[i] for i in _INNER_LIPS])
-        self._inner_rest = self._avatar.points[list(_INNER_LIPS), :2]
+        self._mouth_box = _mouth_box(self._avatar)
+        self._mouth_feather = _feather(self._mouth_box, self._avatar.region, self._avatar.scale)
+        self._inner_rows = np.array([rows[i] for i in INNER_LIPS])
+        self._inner_rest = self._avatar.points[list(INNER_LIPS), :2]
+        self._interior = MouthInterior(
+            self._avatar.scale,
+            find_teeth(self._avatar.image, self._avatar.points),
+            own_opening=self._avatar.rest[INDEX["lips_part"]] < -0.3,
+        )
         self._lids = [
-            _Eyelid.build(self._avatar, rows, upper)
+            Eyelid.build(self._avatar, rows, upper)
             for upper in (lm.RIGHT_EYE_UPPER, lm.LEFT_EYE_UPPER)
         ]
 
@@ -95,13 +121,23 @@ class MeshwarpRenderer(Renderer):
         """The control weights of a frame: rest pose + idle life + emotion + mouth."""
         assert self._avatar is not None
         shape = self._mouth.step(request)
-        weights = self._avatar.rest + self._idle.weights(request.index)
+        idle = self._idle.weights(request.index)
+        if self._avatar.loop is not None:
+            idle[_SWAY] = 0.0  # the video's own frames move: no synthetic sway on top
+        weights = self._avatar.rest + idle
         weights = weights + self._emotion.step(request.expression)
-        weights[INDEX["jaw_open"]] += 0.95 * shape.jaw
+        weights[INDEX["jaw_open"]] += 1.0 * shape.jaw
+        weights[INDEX["lips_press"]] += shape.press
         weights[INDEX["lips_part"]] += 0.9 * shape.openness
         weights[INDEX["mouth_wide"]] += 0.7 * max(shape.width, 0.0)
         weights[INDEX["mouth_round"]] += 0.85 * shape.rounding + 0.3 * max(-shape.width, 0.0)
-        weights[INDEX["head_y"]] += 1.2 * shape.jaw  # a slight nod with emphasis
+        weights[INDEX["head_y"]] += 1.2 * shape.jaw  # the head gives a little as the jaw drops
+        if request.index != self._speech_index:  # the same frame asked again: no new step
+            self._speech_index = request.index
+            self._speech_weights = self._speech.step(shape.openness)
+        weights = weights + self._speech_weights
+        if self._brow_gain != 1.0:
+            weights[_BROWS] *= self._brow_gain
         return weights, shape
 
     def landmarks_for(self, weights: np.ndarray) -> np.ndarray:
@@ -113,122 +149,112 @@ class MeshwarpRenderer(Renderer):
     def _render_one(self, request: FrameRequest) -> np.ndarray:
         avatar = self._avatar
         assert avatar is not None
-        weights, _ = self.weights_for(request)
+        weights, shape = self.weights_for(request)
         self.last_weights = weights
-        region = avatar.region
-        active = np.flatnonzero(np.abs(weights) > 1e-3)
-        field = np.tensordot(weights[active], avatar.fields[active], axes=(0, 0))
+        return self.draw(weights, shape, request.index)
+
+    def draw(self, weights: np.ndarray, shape: MouthShape, index: int = 0) -> np.ndarray:
+        """One frame for these control weights (and the mouth shape they came from); `index`
+        picks the idle loop's frame when the avatar has one."""
+        avatar = self._avatar
+        assert avatar is not None
+        r = avatar.region
+        frame, (dx, dy) = self._base(index)
+        warp = weights
+        if self._brow_gain != 1.0:  # glasses: the painted lid closes the eye, the warp
+            warp = weights.copy()  # would drag the frame's rim down with it
+            warp[_BLINKS] *= BLINK_WARP_UNDER_GLASSES
+        active = np.flatnonzero(np.abs(warp) > 1e-3)
+        field = np.tensordot(warp[active], avatar.fields[active], axes=(0, 0))
         # The fields say where a point moves to; sampling back by the same amount is the
         # first-order inverse, exact enough for displacements this smooth and small.
         source = self._grid - field
+        # Around the mouth the warp folds (lips closed over a smile's teeth, a lip pressed):
+        # there the first-order inverse samples what should be hidden, so refine it there
+        # with fixed-point steps, source = grid - field(source).
+        # Where the skin stretches a lot (a wide-open jaw) the steps do not converge, so each
+        # pixel keeps the step that fits best: |grid - field(x) - x| is the distance from x
+        # to the next step.
+        box, feather = self._mouth_box, self._mouth_feather
+        first = at = source[box]
+        best = first
+        best_miss: np.ndarray | None = None
+        for _ in range(MOUTH_REFINE_STEPS if self._interior.own_opening else 0):
+            step = self._grid[box] - cv2.remap(
+                field, at[..., 0] - r.x0, at[..., 1] - r.y0, cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )  # fmt: skip
+            miss = np.abs(step[..., 0] - at[..., 0]) + np.abs(step[..., 1] - at[..., 1])
+            if best_miss is None:
+                best, best_miss = first.copy(), miss
+            else:
+                better = miss < best_miss
+                best[better] = at[better]
+                np.minimum(miss, best_miss, out=best_miss)
+            at = step
+        if best_miss is not None:
+            source[box] = first + (best - first) * feather  # no seam at the box's border
+        if dx or dy:
+            source += np.array([dx, dy], dtype=np.float32)
         warped = cv2.remap(
-            avatar.image,
+            frame,
             source[..., 0],
             source[..., 1],
             interpolation=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        frame = avatar.image.copy()
-        frame[region.y0 : region.y1, region.x0 : region.x1] = warped
+        frame[r.y0 + dy : r.y1 + dy, r.x0 + dx : r.x1 + dx] = warped
+        shift = np.array([dx, dy], dtype=np.float32)
         inner = self._inner_rest + np.tensordot(
             weights, avatar.displacements[:, self._inner_rows], axes=(0, 0)
         )
-        self._draw_mouth(frame, inner, avatar.scale)
+        self._interior.draw(frame, inner + shift)
         open_weights = weights.copy()
         open_weights[_LID_CONTROLS] = 0.0
         for lid in self._lids:
-            lid.draw(frame, avatar, open_weights, weights)
+            lid.draw(frame, avatar, open_weights, weights, shift)
         return frame
 
-    def _draw_mouth(self, frame: np.ndarray, inner: np.ndarray, scale: float) -> None:
-        """Paint the open mouth: a dark cavity between the inner lips, upper teeth showing."""
-        n = len(lm.UPPER_LIP_INNER)
-        upper, lower = inner[:n], inner[n:]
-        gap = float(np.median(lower[: n - 2, 1] - upper[1:-1, 1]))
-        if gap < 1.0:
-            return  # lips together
-        opening = min(1.0, (gap - 1.0) / 3.0)  # fade the inside in over the first pixels
-        x0, y0 = np.floor(inner.min(axis=0)).astype(int) - 2
-        x1, y1 = np.ceil(inner.max(axis=0)).astype(int) + 3
-        x0, y0 = max(x0, 0), max(y0, 0)
-        patch = frame[y0:y1, x0:x1, :3].astype(np.float32)
-        offset = np.array([x0, y0], dtype=np.float32)
-        scale4 = 4.0  # fillPoly's fixed-point shift=2: quarter-pixel edges
-
-        cavity = np.zeros(patch.shape[:2], dtype=np.uint8)
-        poly = np.round((inner - offset) * scale4).astype(np.int32)
-        cv2.fillPoly(cavity, [poly], 255, lineType=cv2.LINE_AA, shift=2)
-        teeth = np.zeros_like(cavity)
-        depth = min(gap * 0.45, 0.07 * scale)
-        band = np.vstack([upper, (upper + [0.0, depth])[::-1]])
-        cv2.fillPoly(teeth, [np.round((band - offset) * scale4).astype(np.int32)], 255,
-                     lineType=cv2.LINE_AA, shift=2)  # fmt: skip
-        cavity_a = cavity.astype(np.float32)[..., None] / 255.0 * opening
-        teeth_a = (teeth.astype(np.float32)[..., None] / 255.0) * cavity_a
-        # Darker towards the back of the mouth: shade the cavity by distance from the lips.
-        shade = cv2.GaussianBlur(cavity_a[..., 0], (0, 0), max(0.8, gap * 0.25))[..., None]
-        inside = _CAVITY * (1.15 - 0.4 * shade)
-        patch = patch * (1 - cavity_a) + inside * cavity_a
-        # Teeth catch the light at the top and fall into shadow towards their edge.
-        rows = np.linspace(1.0, 0.86, patch.shape[0], dtype=np.float32)[:, None, None]
-        patch = patch * (1 - teeth_a * 0.95) + _TEETH * rows * teeth_a * 0.95
-        frame[y0:y1, x0:x1, :3] = np.clip(patch, 0, 255).astype(np.uint8)
+    def _base(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """The picture to warp (a copy) and where its face is relative to the portrait's:
+        the portrait itself, or the idle loop's frame for `index`."""
+        avatar = self._avatar
+        assert avatar is not None
+        loop = avatar.loop
+        if loop is None:
+            return avatar.image.copy(), (0, 0)
+        frame = avatar.image.copy()  # alpha: the portrait's person mask
+        frame[..., :3] = loop.frames[loop.index(index)]
+        dx, dy = loop.offset(index)
+        r, (h, w) = avatar.region, frame.shape[:2]
+        # The region moves with the face, but stays inside the frame.
+        dx = min(max(dx, -r.x0), w - r.x1)
+        dy = min(max(dy, -r.y0), h - r.y1)
+        return frame, (dx, dy)
 
 
-@dataclass
-class _Eyelid:
-    """Paints a lowered upper eyelid. A smooth warp cannot squeeze an eye shut (it would have
-    to fold the picture), so the lid is drawn: skin from just above the eye fills the band the
-    lid has come down over, with a lash line along its edge."""
+def _mouth_box(avatar: MeshwarpAvatar) -> tuple[slice, slice]:
+    """Rows and columns of the warp region (its own coordinates) around the lips and chin,
+    where the warp's inverse is refined."""
+    r, s = avatar.region, avatar.scale
+    lips = avatar.points[list(lm.MOUTH_CORNERS) + [lm.LIP_TOP, lm.LIP_BOTTOM], :2]
+    (x0, y0), (x1, y1) = lips.min(axis=0), lips.max(axis=0)
+    x0, x1 = int(x0 - 0.3 * s) - r.x0, int(np.ceil(x1 + 0.3 * s)) - r.x0
+    y0, y1 = int(y0 - 0.3 * s) - r.y0, int(np.ceil(y1 + 0.3 * s)) - r.y0
+    return (
+        slice(max(0, y0), min(r.height, max(0, y1))),
+        slice(max(0, x0), min(r.width, max(0, x1))),
+    )
 
-    rows: np.ndarray
-    rest: np.ndarray
-    skin: np.ndarray
 
-    @classmethod
-    def build(cls, avatar: MeshwarpAvatar, rows: dict[int, int], upper: tuple[int, ...]) -> _Eyelid:
-        points = avatar.points[list(upper), :2]
-        width = float(np.ptp(points[:, 0]))
-        h, w = avatar.image.shape[:2]
-        # The lid's skin: a band just above the eye, its lighter side (brow hairs and the
-        # crease's shadow sit on the darker side).
-        above = np.vstack([points - [0.0, f * width] for f in (0.12, 0.17, 0.22, 0.27)])
-        ys = np.clip(np.round(above[:, 1]).astype(int), 0, h - 1)
-        xs = np.clip(np.round(above[:, 0]).astype(int), 0, w - 1)
-        skin = np.percentile(avatar.image[ys, xs, :3].astype(np.float32), 70, axis=0)
-        return cls(np.array([rows[i] for i in upper]), points, skin)
+def _feather(box: tuple[slice, slice], region: Region, scale: float) -> np.ndarray:
+    """(h, w, 1) float32 over `box`: 1 inside, falling to 0 at the box's border (where the
+    refined inverse gives way to the first-order one)."""
+    ys, xs = range(region.height)[box[0]], range(region.width)[box[1]]
+    margin = max(2.0, 0.12 * scale)
 
-    def draw(
-        self,
-        frame: np.ndarray,
-        avatar: MeshwarpAvatar,
-        open_weights: np.ndarray,
-        weights: np.ndarray,
-    ) -> None:
-        moves = avatar.displacements[:, self.rows]
-        top = self.rest + np.tensordot(open_weights, moves, axes=(0, 0))
-        edge = self.rest + np.tensordot(weights, moves, axes=(0, 0))
-        drop = float(np.max(edge[:, 1] - top[:, 1]))
-        if drop < 1.0:
-            return  # the lid is where the picture already shows it
-        x0, y0 = np.floor(np.minimum(top, edge).min(axis=0)).astype(int) - 3
-        x1, y1 = np.ceil(np.maximum(top, edge).max(axis=0)).astype(int) + 4
-        x0, y0 = max(x0, 0), max(y0, 0)
-        # float32 throughout; numpy's stubs cannot tell that the blends below keep it
-        patch: np.ndarray = frame[y0:y1, x0:x1, :3].astype(np.float32)
-        offset = np.array([x0, y0], dtype=np.float32)
-        band = np.vstack([top - [0.0, 1.0], edge[::-1]])
-        lid = np.zeros(patch.shape[:2], dtype=np.uint8)
-        cv2.fillPoly(lid, [np.round((band - offset) * 4).astype(np.int32)], 255,
-                     lineType=cv2.LINE_AA, shift=2)  # fmt: skip
-        lashes = np.zeros_like(lid)
-        cv2.polylines(lashes, [np.round((edge - offset) * 4).astype(np.int32)], False, 255,
-                      thickness=1, lineType=cv2.LINE_AA, shift=2)  # fmt: skip
-        strength = min(1.0, (drop - 1.0) / 2.0)
-        lid_a = cv2.GaussianBlur(lid, (0, 0), 0.8).astype(np.float32)[..., None] / 255 * strength
-        lash_a = lashes.astype(np.float32)[..., None] / 255 * 0.7 * strength
-        # Keep the picture's own shading: tint it toward the skin rather than paint flat.
-        skin = 0.75 * self.skin + 0.25 * patch
-        patch = patch * (1 - lid_a) + skin * lid_a
-        patch = patch * (1 - lash_a) + _LASHES * lash_a
-        frame[y0:y1, x0:x1, :3] = np.clip(patch, 0, 255).astype(np.uint8)
+    def ramp(n: int) -> np.ndarray:
+        k = np.arange(n, dtype=np.float32)
+        return np.clip(np.minimum(k + 0.5, n - k - 0.5) / margin, 0.0, 1.0)
+
+    return (ramp(len(ys))[:, None] * ramp(len(xs))[None, :])[..., None]

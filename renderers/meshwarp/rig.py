@@ -35,8 +35,11 @@ CONTROLS = (
     "head_x",
     "head_y",
     "head_roll",
+    "lips_press",
 )
 INDEX = {name: i for i, name in enumerate(CONTROLS)}
+SHARP_CONTROLS = {"lips_part": 0.35, "lips_press": 0.5}
+"""Controls whose fields are smoothed less than the others (a share of the usual blur)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,12 @@ def control_displacements(points: np.ndarray) -> np.ndarray:
     lower_lips = tuple(dict.fromkeys(lm.LOWER_LIP_OUTER + lm.LOWER_LIP_INNER))
     lower_only = tuple(i for i in lower_lips if i not in lm.MOUTH_CORNERS + lm.INNER_CORNERS)
 
-    # Jaw: the chin drops, the lower lip rides on it, the jaw line follows by height.
+    # Jaw: the chin drops, the lower lip rides on it, the jaw line follows by height (the
+    # neck under it is pinned in `warp_fields`, so the skin between stretches, the neck
+    # line stays).
     jaw_t = np.clip((xy[list(lm.JAW), 1] - mouth_y) / max(1.0, chin_y - mouth_y), 0, 1)
-    move("jaw_open", lm.JAW, 0.0, 0.26 * s * jaw_t)
-    move("jaw_open", lower_only, 0.0, 0.22 * s * (1 - 0.35 * np.abs(across(lower_only))))
+    move("jaw_open", lm.JAW, 0.0, 0.34 * s * jaw_t**0.8)
+    move("jaw_open", lower_only, 0.0, 0.24 * s * (1 - 0.35 * np.abs(across(lower_only))))
     move("jaw_open", lm.MOUTH_CORNERS + lm.INNER_CORNERS, 0.0, 0.07 * s)
     move("jaw_open", lm.UPPER_LIP_INNER[1:-1], 0.0, -0.015 * s)
 
@@ -119,12 +124,19 @@ def control_displacements(points: np.ndarray) -> np.ndarray:
     move("lips_part", lm.UPPER_LIP_OUTER[1:-1], 0.0, -0.012 * s)
     move("lips_part", lm.LOWER_LIP_OUTER[1:-1], 0.0, 0.02 * s)
 
+    # Pressed lips (m, b, p): the lips' outer edges come toward each other, so they thin.
+    move("lips_press", lm.UPPER_LIP_OUTER[1:-1], 0.0, 0.02 * s)
+    move("lips_press", lm.LOWER_LIP_OUTER[1:-1], 0.0, -0.03 * s)
+    move("lips_press", lower_inner, 0.0, -0.006 * s)
+    move("lips_press", upper_inner, 0.0, 0.004 * s)
+
     # Spread and pucker: lip points slide along the mouth's width.
     move("mouth_wide", lips, 0.09 * s * across(lips), 0.0)
     move("mouth_wide", lm.CHEEKS, 0.03 * s * np.sign(xy[list(lm.CHEEKS), 0] - mouth_cx), 0.0)
-    move("mouth_round", lips, -0.09 * s * across(lips), 0.0)
-    move("mouth_round", lm.UPPER_LIP_OUTER[2:-2], 0.0, -0.02 * s)
-    move("mouth_round", lm.LOWER_LIP_OUTER[2:-2], 0.0, 0.02 * s)
+    # Rounded: the corners come well in and the lips' middle pushes out (up and down).
+    move("mouth_round", lips, -0.13 * s * across(lips), 0.0)
+    move("mouth_round", lm.UPPER_LIP_OUTER[2:-2], 0.0, -0.03 * s)
+    move("mouth_round", lm.LOWER_LIP_OUTER[2:-2], 0.0, 0.03 * s)
 
     # Corners up and out (smile) or down (frown); the middle of the lips barely moves.
     weight = np.abs(across(lips)) ** 1.5
@@ -203,7 +215,7 @@ def warp_fields(
     before the region's edge), then smoothed so no triangle edge shows as a crease.
     """
     controls_xy = points[list(lm.CONTROL_POINTS), :2].astype(np.float64)
-    vertices = np.vstack([controls_xy, _border_points(region)])
+    vertices = np.vstack([controls_xy, _border_points(region), _neck_points(points, region)])
     values = np.zeros((len(CONTROLS), len(vertices), 2), dtype=np.float32)
     values[:, : len(controls_xy)] = control_displacements(points)
     triangles = triangulate(vertices, region)
@@ -226,7 +238,11 @@ def warp_fields(
     for i in range(len(CONTROLS)):
         per_vertex = values[i][triangles]  # (T, 3, 2)
         field = np.einsum("hwk,hwkc->hwc", weights, per_vertex[owner])
-        fields[i] = cv2.GaussianBlur(field, (0, 0), sigma) if sigma > 0 else field
+        # The lips meet along one line: a blur as wide as the others' would average the upper
+        # lip's way down with the lower lip's way up there, and a smile's teeth would show
+        # through the closed lips.
+        k = SHARP_CONTROLS.get(CONTROLS[i], 1.0) * sigma
+        fields[i] = cv2.GaussianBlur(field, (0, 0), k) if k > 0 else field
     return fields
 
 
@@ -242,6 +258,14 @@ def _fill_gaps(owner: np.ndarray) -> np.ndarray:
         labels_of_covered[nearest[covered]] = owner[covered]
         owner = np.where(missing, labels_of_covered[nearest], owner)
     return owner
+
+
+def _neck_points(points: np.ndarray, region: Region) -> np.ndarray:
+    """Held-still points under the jaw line: the neck does not drop with the chin."""
+    s = face_scale(points)
+    jaw = points[list(lm.JAW[2:-2]), :2].astype(np.float64) + [0.0, 0.5 * s]
+    inside = (jaw[:, 1] < region.y1 - 2) & (jaw[:, 0] > region.x0 + 1) & (jaw[:, 0] < region.x1 - 2)
+    return jaw[inside]
 
 
 def _border_points(region: Region, spacing: float = 24.0) -> np.ndarray:
