@@ -22,12 +22,16 @@ import psutil
 from tests.livekit_server import running_livekit_server
 
 from . import (
+    cluster,
     control_api,
+    ditto,
     foundation,
+    jobs_cluster,
     knee,
     library,
     liveportrait,
     meshwarp,
+    musetalk,
     offline_render,
     preparation,
     streaming,
@@ -54,8 +58,13 @@ from .report import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SERVERLESS = {"offline_render", "jobs", "preparation", "wav2lip", "liveportrait", "sync"}
-"""Benchmarks that need no livekit-server (sync starts its own, configured per mode)."""
+SERVERLESS = {
+    *("offline_render", "jobs", "preparation", "wav2lip", "liveportrait", "ditto", "sync"),
+    "musetalk",
+    "cluster",
+    "jobs_cluster",
+}
+"""Benchmarks that need no livekit-server (sync and cluster start their own)."""
 
 
 def main() -> int:
@@ -77,10 +86,14 @@ def main() -> int:
             "preparation",
             "wav2lip",
             "liveportrait",
+            "ditto",
+            "musetalk",
             "library",
             "sync",
             "knee",
             "streaming",
+            "cluster",
+            "jobs_cluster",
         ],
         action="append",
     )
@@ -100,19 +113,31 @@ def main() -> int:
         "streaming",
         "offline_render",
         "jobs",
+        "cluster",
+        "jobs_cluster",
     ]
     everything.append("preparation")
     if importlib.util.find_spec("torch") is not None:  # the wav2lip extra (setup's default)
-        everything += ["wav2lip", "liveportrait"]
+        everything += ["wav2lip", "liveportrait", "ditto"]
+    if importlib.util.find_spec("diffusers") is not None:  # the musetalk extra
+        everything.append("musetalk")
     only = set(args.only or everything)
 
     jobs = []
+    if "cluster" in only:
+        jobs.append(("cluster", lambda server: cluster.run(), cluster.section))
     if "jobs" in only:
         jobs.append(("jobs", lambda server: jobs_bench.run(), jobs_section))
+    if "jobs_cluster" in only:
+        jobs.append(("jobs_cluster", lambda server: jobs_cluster.run(), jobs_cluster.section))
     if "wav2lip" in only:
         jobs.append(("wav2lip", lambda server: wav2lip.run(), wav2lip_section))
     if "liveportrait" in only:
         jobs.append(("liveportrait", lambda server: liveportrait.run(), liveportrait_section))
+    if "ditto" in only:
+        jobs.append(("ditto", lambda server: ditto.run(), ditto.section))
+    if "musetalk" in only:
+        jobs.append(("musetalk", lambda server: musetalk.run(), musetalk.section))
     if "preparation" in only:
         jobs.append(("preparation", lambda server: preparation.run(), preparation_section))
     if "offline_render" in only:

@@ -63,11 +63,12 @@ from .vision.video import (
 PACKAGE_VERSION = 1
 """`version` in avatar.json; bump when a package's layout changes."""
 MANIFEST = "avatar.json"
-SUPPORTED_MODELS: tuple[str, ...] = ("wav2lip", "meshwarp", "liveportrait")
+SUPPORTED_MODELS: tuple[str, ...] = ("wav2lip", "meshwarp", "liveportrait", "musetalk")
 _WRITERS = {
     "wav2lip": "renderers.wav2lip.prepare:write_package",
     "meshwarp": "renderers.meshwarp.prepare:write_package",
     "liveportrait": "renderers.liveportrait.prepare:write_package",
+    "musetalk": "renderers.musetalk.prepare:write_package",
 }
 AVATAR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 """1-128 characters of A-Z a-z 0-9 _ . -, not starting with a dot."""

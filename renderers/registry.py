@@ -11,6 +11,7 @@ _REGISTRY: dict[str, str] = {
     "ditto": "renderers.ditto.renderer:DittoRenderer",
     "liveportrait": "renderers.liveportrait.renderer:LivePortraitRenderer",
     "meshwarp": "renderers.meshwarp:MeshwarpRenderer",
+    "musetalk": "renderers.musetalk.renderer:MuseTalkRenderer",
     "testcard": "renderers.testcard:TestcardRenderer",
     "wav2lip": "renderers.wav2lip.renderer:Wav2LipRenderer",
 }

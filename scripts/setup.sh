@@ -10,6 +10,8 @@
 #      client, clients/renderer-ts: its node packages, compiled by tsc into its dist/
 #   5. MediaPipe's face models (`python -m avatar_runtime download-files`: .tflite files
 #      taken from the mediapipe wheel on PyPI)
+#   6. public-domain test portraits (scripts/fetch_portraits.py: images taken from the
+#      face_recognition sdist and the matplotlib wheel on PyPI, cropped)
 #
 # Everything is cached outside the checkout, under AVATAR_CACHE, so several
 # checkouts (a CI clone, a work tree) share one set of tools. The project itself is
@@ -21,9 +23,11 @@
 #   VENV                  virtualenv                (default: $AVATAR_CACHE/venv)
 #   PYTHON                interpreter for the venv  (default: python3)
 #   AVATAR_EXTRAS         pyproject extras besides "dev", comma separated (default:
-#                         piper,s3,cloud,wav2lip: the offline voice, S3 uploads, the provider
-#                         plugins used when their API keys are set, and the wav2lip
-#                         renderer's torch and ONNX Runtime; the tests use all of them)
+#                         piper,s3,cloud,wav2lip,ditto,musetalk: the offline voice, S3
+#                         uploads, the provider plugins used when their API keys are set, the
+#                         neural renderers' torch and ONNX Runtime, transformers for Ditto's
+#                         HuBERT export and MuseTalk's Whisper, and diffusers for MuseTalk's
+#                         UNet and VAE; the tests use all of them)
 #   LIVEKIT_SERVER_BIN    use this livekit-server binary
 #   LIVEKIT_URL           external server to use when no binary is available
 #   AVATAR_SKIP_BROWSER=1 do not check for / install Chromium
@@ -81,7 +85,7 @@ setup_python() {
 
     # The requirement list: [project].dependencies, the dev extra and AVATAR_EXTRAS.
     local reqs
-    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS-piper,s3,cloud,wav2lip}" "$PYTHON" - \
+    reqs="$(AVATAR_EXTRAS="${AVATAR_EXTRAS-piper,s3,cloud,wav2lip,ditto,musetalk}" "$PYTHON" - \
             "$ROOT/pyproject.toml" <<'PY'
 import os, re, sys, tomllib
 
@@ -151,6 +155,24 @@ sys.exit(1 if missing else 0)
         || die "could not fetch the face models (python -m avatar_runtime download-files)"
 }
 
+# ------------------------------------------------------------------------ portraits
+# Public-domain portraits that meshwarp's tests and scripts/meshwarp_before_after.py use
+# besides the bundled astronaut: taken out of two PyPI archives (face_recognition's sdist,
+# matplotlib's wheel) by scripts/fetch_portraits.py into $AVATAR_CACHE/portraits/. The file
+# check first keeps a second run from starting Python.
+setup_portraits() {
+    local dir="$AVATAR_CACHE/portraits" name
+    for name in obama obama2 biden grace_hopper; do
+        [[ -f "$dir/$name.png" ]] || {
+            PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" AVATAR_CACHE="$AVATAR_CACHE" \
+                "$VENV/bin/python" "$ROOT/scripts/fetch_portraits.py" \
+                || die "could not fetch the test portraits (scripts/fetch_portraits.py)"
+            return
+        }
+    done
+    say "test portraits up to date ($dir)"
+}
+
 # ------------------------------------------------------------------- livekit-server
 find_go() {
     if command -v go >/dev/null 2>&1; then command -v go
@@ -209,14 +231,19 @@ EOF
 # -------------------------------------------------------------- system packages (apt)
 CHROMIUM_BIN=""
 
-# Debian packages the project uses: chromium (+ fonts) for browser tests, and PortAudio for
-# the agent's `console` mode (sounddevice loads it even for --text).
+# Debian packages the project uses: chromium (+ fonts) for browser tests, PortAudio for the
+# agent's `console` mode (sounddevice loads it even for --text), redis-server and postgresql
+# for the multi-node and shared-store tests.
 missing_system_packages() {
     local missing=()
     if [[ "${AVATAR_SKIP_BROWSER:-0}" != "1" && ! -x /usr/bin/chromium ]]; then
         missing+=(chromium fonts-liberation)
     fi
     ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || missing+=(libportaudio2)
+    # Multi-node and shared-store tests: LiveKit nodes share a Redis; jobs may live in PostgreSQL.
+    command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
+    command -v pg_ctl >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null \
+        || missing+=(postgresql)
     echo "${missing[@]}"
 }
 
@@ -348,6 +375,7 @@ case "${1:-all}" in
     all)
         setup_python
         setup_models
+        setup_portraits
         setup_livekit_server
         setup_system_packages
         setup_node

@@ -164,7 +164,7 @@ async def test_runsync_meshwarp(client: TestClient, files: FileServer) -> None:
         ("empty", {}, "No face detected in video"),
         ("two", {}, "Multiple faces detected, single face required"),
         ("notes", {}, "Unsupported video format: "),
-        ("head", {"model": "musetalk"}, "Unsupported model: musetalk"),
+        ("head", {"model": "sadtalker"}, "Unsupported model: sadtalker"),
     ],
 )
 async def test_seed_errors_are_completed_jobs_with_the_exact_message(

@@ -91,7 +91,7 @@ async def test_render_webhook_is_signed_and_retried_after_a_500(
 
 async def test_runpod_webhook_gets_the_status_body(client: TestClient, receiver: Receiver) -> None:
     receiver.fail_first = 0
-    job = {"video_url": "http://127.0.0.1:9/v.mp4", "avatar_id": "w1", "model": "musetalk"}
+    job = {"video_url": "http://127.0.0.1:9/v.mp4", "avatar_id": "w1", "model": "sadtalker"}
     resp = await client.post("/run", json={"input": job, "webhook": receiver.url}, headers=AUTH)
     job_id = (await resp.json())["id"]
 
@@ -104,4 +104,4 @@ async def test_runpod_webhook_gets_the_status_body(client: TestClient, receiver:
     payload = json.loads(body)
     assert payload["id"] == job_id and payload["status"] == "COMPLETED"
     assert payload["output"]["status"] == "error"
-    assert payload["output"]["error"].startswith("Unsupported model: musetalk")
+    assert payload["output"]["error"].startswith("Unsupported model: sadtalker")

@@ -173,13 +173,13 @@ def test_files_that_are_no_video(media, tmp_path) -> None:
 
 
 def test_unsupported_models_and_bad_ids(head, tmp_path) -> None:
-    for model in ("musetalk", "", "WAV2LIP"):
+    for model in ("sadtalker", "", "WAV2LIP"):
         error = _error(head.path, tmp_path, model=model)
         assert (error.code, error.message) == (
             "unsupported_model",
-            f"Unsupported model: {model} (supported: wav2lip, meshwarp, liveportrait)",
+            f"Unsupported model: {model} (supported: wav2lip, meshwarp, liveportrait, musetalk)",
         )
-    assert SUPPORTED_MODELS == ("wav2lip", "meshwarp", "liveportrait")
+    assert SUPPORTED_MODELS == ("wav2lip", "meshwarp", "liveportrait", "musetalk")
     for bad in ("", ".hidden", "a/b", "../x", "a b", "x" * 129, "ü"):
         assert _error(head.path, tmp_path, avatar_id=bad).code == "invalid_avatar_id", bad
     error = _error(head.path, tmp_path, limits=PreparationLimits(face_size=0))
@@ -318,9 +318,14 @@ def test_meshwarp_package_picks_a_sharp_frame_and_renders(media, tmp_path, wav2l
         video.path, avatar_id="astro-mesh", model="meshwarp", out_dir=tmp_path / "out"
     )
     members = _members(result.package)
-    assert set(members) == {"portrait.png", "avatar.json"}
+    assert set(members) == {"portrait.png", "idle.mp4", "avatar.json"}
     manifest = json.loads(members["avatar.json"])
     assert manifest["model"] == "meshwarp" and manifest["num_frames"] == video.num_frames
+    # The idle loop: the video's own frames from the portrait on (at most 3 s), small.
+    assert manifest["idle_clip"] == "idle.mp4"
+    length = round(3.0 * manifest["fps"])
+    assert manifest["idle_first_frame"] == min(manifest["source_frame"], video.num_frames - length)
+    assert manifest["idle_frames"] == length and len(members["idle.mp4"] or b"") < 4_000_000
     assert result.num_frames == video.num_frames
     chosen = manifest["source_frame"]
     assert chosen >= 48, chosen
@@ -484,7 +489,10 @@ def test_cli_reports_refusals_with_exit_code_2(media, tmp_path) -> None:
     assert run.stderr.strip().endswith(
         "python -m control_api prepare: error: Video too short, minimum 3 seconds required"
     )
-    run = _cli(str(short), "--avatar-id", "x", "--model", "musetalk", "--out", str(tmp_path))
+    run = _cli(str(short), "--avatar-id", "x", "--model", "sadtalker", "--out", str(tmp_path))
     assert run.returncode == 2
-    assert "Unsupported model: musetalk (supported: wav2lip, meshwarp, liveportrait)" in run.stderr
+    assert (
+        "Unsupported model: sadtalker (supported: wav2lip, meshwarp, liveportrait, musetalk)"
+        in run.stderr
+    )
     assert list(tmp_path.iterdir()) == []

@@ -80,7 +80,9 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(x, 100.0), -100.0)))
 
 
-def _face_landmarks(rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
+def face_landmarks(rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
+    """468 face landmarks (x, y in image pixels, z at the same scale) in `roi` of an RGB
+    image, and the model's face-presence score (0..1): one pass, no iris refinement."""
     outputs = model(FACE_LANDMARK)(crop(rgb, roi, FACE_INPUT))
     raw = next(o for o in outputs if o.size == 468 * 3).reshape(468, 3)
     presence = _sigmoid(float(next(o for o in outputs if o.size == 1).ravel()[0]))
@@ -108,7 +110,7 @@ def _iris(rgb: np.ndarray, face: np.ndarray, corners: tuple[int, int], mirror: b
 
 def landmark_presence(rgb: np.ndarray, detection: FaceDetection) -> float:
     """The landmark model's face-presence score on a detection's ROI (one pass)."""
-    return _face_landmarks(as_rgb(rgb), roi_from_detection(detection))[1]
+    return face_landmarks(as_rgb(rgb), roi_from_detection(detection))[1]
 
 
 def face_mesh(
@@ -126,9 +128,9 @@ def face_mesh(
         if not faces:
             raise RendererError("no_face", "No face detected in image")
         detection = max(faces, key=lambda f: f.size)
-    face, presence = _face_landmarks(rgb, roi_from_detection(detection))
+    face, presence = face_landmarks(rgb, roi_from_detection(detection))
     if refine and presence >= 0.5:
-        face, presence = _face_landmarks(rgb, roi_from_landmarks(face))
+        face, presence = face_landmarks(rgb, roi_from_landmarks(face))
     points = np.concatenate(
         [
             face,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..face_paste import blend_into_box
+
 _MASK_SIDE = 128
 _CENTRE = (0.5, 0.70)  # of the box: the mouth and jaw (x, y)
 _RADII = (0.34, 0.24)  # of the box side (x, y), before feathering
@@ -66,31 +68,10 @@ def paste_face(
     """Blend `face` (S, S, 3 uint8 RGB, the generated crop) into `frame` (H, W, >= 3 uint8, in
     place) over `box` (x0, y0, x1, y1, float pixels) through `mask` (a lower_face_mask).
     Pixels outside the box are never written; a box partly outside the frame is clipped."""
-    height, width = frame.shape[:2]
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    box_w, box_h = x1 - x0, y1 - y0
-    if box_w < 2 or box_h < 2:
-        return
-    # The part of the box inside the frame, in frame and in box coordinates.
-    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    if fx1 <= fx0 or fy1 <= fy0:
-        return
-    bx0, by0 = fx0 - x0, fy0 - y0
-    bx1, by1 = bx0 + (fx1 - fx0), by0 + (fy1 - fy0)
-    sized = cv2.resize(face, (box_w, box_h), interpolation=cv2.INTER_LINEAR)[by0:by1, bx0:bx1]
-    weight = cv2.resize(mask, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
-    weight[[0, -1], :] = weight[:, [0, -1]] = 0.0  # resizing smears; the border stays as it is
-    weight = weight[by0:by1, bx0:bx1]
-    # Work only on the rows and columns the mask touches: most of the box keeps its pixels.
-    rows = np.flatnonzero(weight.max(axis=1) > 1e-3)
-    cols = np.flatnonzero(weight.max(axis=0) > 1e-3)
-    if rows.size == 0 or cols.size == 0:
-        return
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    target = frame[fy0 + r0 : fy0 + r1, fx0 + c0 : fx0 + c1, :3]
-    sized, weight = sized[r0:r1, c0:c1], weight[r0:r1, c0:c1]
-    if color_match:
-        sized = match_colours(np.ascontiguousarray(sized), np.ascontiguousarray(target), weight)
-    alpha = weight[..., None]
-    blended = sized.astype(np.float32) * alpha + target.astype(np.float32) * (1.0 - alpha)
-    target[:] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+    def weight(box_w: int, box_h: int) -> np.ndarray:
+        sized = cv2.resize(mask, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
+        sized[[0, -1], :] = sized[:, [0, -1]] = 0.0  # resizing smears; the border stays as it is
+        return sized
+
+    blend_into_box(frame, face, box, weight, recolour=match_colours if color_match else None)

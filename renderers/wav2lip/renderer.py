@@ -24,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..base import FrameRequest, Renderer, RendererCapabilities, RendererError, VideoFormat
+from ..base import FrameRequest, RendererError, VideoFormat
+from ..lipsync import LipSyncRenderer, LipSyncSettings, lipsync_capabilities
 from . import mel as melspec
 from .backends import FaceGenerator
 from .blend import lower_face_mask, paste_face
@@ -33,21 +34,17 @@ from .settings import Wav2LipSettings
 
 logger = logging.getLogger(__name__)
 
-_LOOKAHEAD_MARGIN_S = 0.01  # beyond the window's own need, against rounding at frame edges
 
-
-class Wav2LipRenderer(Renderer):
+class Wav2LipRenderer(LipSyncRenderer):
     name = "wav2lip"
-    capabilities = RendererCapabilities(
+    settings_type = Wav2LipSettings
+    capabilities = lipsync_capabilities(
         sample_rate=melspec.SAMPLE_RATE,
-        native_fps=25.0,
-        lookahead_s=melspec.lookahead_seconds(30.0) + _LOOKAHEAD_MARGIN_S,
+        window_lookahead_s=melspec.lookahead_seconds(30.0),
         batch_size=4,
-        emotions=(),  # wav2lip moves the mouth only: it has no emotion control
-        devices=("cpu", "cuda"),
         backends=("torch", "onnx", "tensorrt"),
-        needs_source=True,
     )
+    settings: Wav2LipSettings
 
     def __init__(
         self,
@@ -64,11 +61,7 @@ class Wav2LipRenderer(Renderer):
         self._generator = generator
         self._model_size = face_size
         self.backend_description = "custom" if generator is not None else ""
-        self.capabilities = replace(
-            type(self).capabilities,
-            lookahead_s=melspec.lookahead_seconds(video.fps) + _LOOKAHEAD_MARGIN_S,
-            batch_size=self.settings.resolved_batch_size(),
-        )
+        self._fit_capabilities(melspec.lookahead_seconds(video.fps))
         self._avatar: Wav2LipAvatar | None = None
         self._mask = lower_face_mask(self.settings.feather)
         self._utterance: _UtteranceMel | None = None
@@ -78,20 +71,8 @@ class Wav2LipRenderer(Renderer):
     # -- Renderer ----------------------------------------------------------------------------
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
-        try:
-            settings = Wav2LipSettings.from_env()
-        except RendererError as error:
-            return error.message
-        return settings.unavailable_reason()
-
-    @classmethod
-    def describe(cls) -> dict[str, object]:
-        """The configured back end and device, as health reports them (nothing is loaded)."""
-        try:
-            settings = Wav2LipSettings.from_env()
-        except RendererError:
-            return {}
+    def describe_settings(cls, settings: LipSyncSettings) -> dict[str, object]:
+        assert isinstance(settings, Wav2LipSettings)
         return {
             "backend": settings.resolved_backend(),
             "device": settings.resolved_device(),
@@ -100,26 +81,15 @@ class Wav2LipRenderer(Renderer):
             "checkpoint": str(settings.checkpoint) if settings.checkpoint else None,
         }
 
-    @classmethod
-    def checkpoints(cls) -> dict[str, object] | None:
-        try:
-            return Wav2LipSettings.from_env().checkpoints()
-        except RendererError:  # a bad setting: unavailable_reason names it
-            return Wav2LipSettings().checkpoints()
-
     def load(self, source: Path | None) -> None:
         super().load(source)
         assert source is not None
-        source = Path(source)
-        if not is_package(source):
-            raise RendererError(
-                "invalid_package",
-                f"wav2lip needs an avatar package (a directory or .tar with coords.pkl, "
-                f"full_imgs/ and face_imgs/, made by the avatar preparation job); "
-                f"{source.name} is not one",
-            )
-        avatar = load_package(
-            source, self.video.width, self.video.height, max_frames=self.settings.max_frames
+        avatar = self._load_avatar(
+            source,
+            is_package=is_package,
+            load_package=load_package,
+            needs="wav2lip needs an avatar package (a directory or .tar with coords.pkl, "
+            "full_imgs/ and face_imgs/, made by the avatar preparation job)",
         )
         if self._generator is None:
             self._generator, self._model_size = self._create_generator()
@@ -141,19 +111,15 @@ class Wav2LipRenderer(Renderer):
         frames: list[np.ndarray] = []
         todo: list[tuple[np.ndarray, int, np.ndarray]] = []  # output frame, avatar frame, mel
         for request in requests:
-            shown = avatar.frame_for(request.index)
-            frame = np.empty((self.video.height, self.video.width, 4), dtype=np.uint8)
-            frame[..., :3] = avatar.frames[shown]
-            frame[..., 3] = 255
+            frame, shown = self._idle_frame(avatar, request.index)
             frames.append(frame)
             if request.audio is None:
                 continue
             window = self._mel_window(request)  # fed even when silent: the stream continues
-            if _level_db(request.audio) >= self.settings.silence_db:
+            if self._audible(request.audio):
                 todo.append((frame, shown, window))
-        batch = max(1, self.capabilities.batch_size)
-        for start in range(0, len(todo), batch):
-            self._lip_sync(avatar, todo[start : start + batch])
+        for batch in self._batches(todo):
+            self._lip_sync(avatar, batch)
         return frames
 
     def reset(self) -> None:
@@ -191,7 +157,7 @@ class Wav2LipRenderer(Renderer):
         return self._utterance.window(request, self.video.fps)
 
     def _lip_sync(
-        self, avatar: Wav2LipAvatar, items: list[tuple[np.ndarray, int, np.ndarray]]
+        self, avatar: Wav2LipAvatar, items: Sequence[tuple[np.ndarray, int, np.ndarray]]
     ) -> None:
         assert self._generator is not None
         mels = np.stack([window for _, _, window in items])[:, None].astype(np.float32)
@@ -215,13 +181,6 @@ def network_faces(faces_rgb: np.ndarray) -> np.ndarray:
     masked = faces.copy()
     masked[:, faces.shape[1] // 2 :] = 0.0
     return np.ascontiguousarray(np.concatenate([masked, faces], axis=3).transpose(0, 3, 1, 2))
-
-
-def _level_db(audio: np.ndarray) -> float:
-    if audio.size == 0:
-        return -200.0
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    return 20.0 * np.log10(max(rms, 1e-10))
 
 
 class _UtteranceMel:

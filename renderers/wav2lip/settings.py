@@ -21,16 +21,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..cache import cache_dir
-from ..model_settings import EnvReader, cuda_present, installed
+from ..lipsync_settings import DeviceChoice, read_shared_settings
+from ..model_settings import EnvReader, installed
 from .backends import CPU_AUTO_BACKEND
 
 PREFIX = "AVATAR_WAV2LIP_"
 
 
 @dataclass(frozen=True)
-class Wav2LipSettings:
+class Wav2LipSettings(DeviceChoice):
     checkpoint: Path | None = None
     backend: str = "auto"
     device: str = "auto"
@@ -44,36 +46,26 @@ class Wav2LipSettings:
     max_frames: int = 900
     cache_dir: Path | None = None
 
+    cpu_batch_size: ClassVar[int] = 4
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Wav2LipSettings:
         """Settings from `env` (default os.environ); RendererError('invalid_config') names the
         variable and what it accepts."""
         read = EnvReader(PREFIX, os.environ if env is None else env)
-        batch = read.number("BATCH", 1, 256)
+        shared = read_shared_settings(read)
         feather = read.number("FEATHER", 0.0, 0.5)
-        silence_db = read.number("SILENCE_DB", -120.0, 0.0)
-        max_frames = read.number("MAX_FRAMES", 1, 100_000)
         color_match = read.flag("COLOR_MATCH")
         return cls(
+            **shared,
             checkpoint=read.path("CHECKPOINT"),
             backend=read.backend(),
-            device=read.device(),
-            fp16=read.flag("FP16"),
-            batch_size=int(batch) if batch is not None else None,
             color_match=True if color_match is None else color_match,
             feather=0.12 if feather is None else feather,
-            silence_db=-50.0 if silence_db is None else silence_db,
-            max_frames=900 if max_frames is None else int(max_frames),
             cache_dir=read.path("CACHE"),
         )
 
     # -- what "auto" means here, without importing torch ----------------------------------
-
-    def resolved_device(self) -> str:
-        """The device `auto` stands for: CUDA when torch is installed and sees a GPU."""
-        if self.device != "auto":
-            return self.device
-        return "cuda" if cuda_present() else "cpu"
 
     def resolved_backend(self) -> str:
         """What backends.create_generator makes of `auto`: TensorRT (when installed) else
@@ -83,16 +75,6 @@ class Wav2LipSettings:
         if self.resolved_device().startswith("cuda"):
             return "tensorrt" if installed("tensorrt") else "torch"
         return CPU_AUTO_BACKEND if installed("onnxruntime") else "torch"
-
-    def resolved_fp16(self) -> bool:
-        if self.fp16 is not None:
-            return self.fp16
-        return self.resolved_device().startswith("cuda")
-
-    def resolved_batch_size(self) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return 16 if self.resolved_device().startswith("cuda") else 4
 
     def engine_cache(self) -> Path:
         return self.cache_dir or cache_dir() / "wav2lip"
