@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.observer import RoomObserver, VideoSample, observer_token, quiet_for
+from bench.observer import RoomObserver, VideoSample, quiet_for
 from tests.ditto_fixtures import ditto_checkpoints  # noqa: F401 - a fixture
 from tests.livekit_server import LiveKitServer
+from tests.room_fixtures import watching_room
 from tests.stream_fixtures import (
     expect,
     expected_frames,
@@ -144,19 +145,8 @@ def agent_name(
 
 @pytest.fixture
 async def observer(livekit_server: LiveKitServer, agent_name: str) -> AsyncIterator[RoomObserver]:
-    server = livekit_server
-    room = f"ditto-{uuid.uuid4().hex[:8]}"
-    watcher = RoomObserver(
-        server.url,
-        observer_token(server.api_key, server.api_secret, room, "viewer", agent_name),
-        decode_stamps=False,
-        region=FACE,
-    )
-    await watcher.connect()
-    try:
+    async with watching_room(livekit_server, agent_name, FACE) as watcher:
         yield watcher
-    finally:
-        await watcher.aclose()
 
 
 @pytest.mark.livekit

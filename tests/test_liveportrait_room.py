@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.observer import RoomObserver, observer_token, picture_change, speak_and_watch
+from bench.observer import RoomObserver, picture_change, speak_and_watch
 from tests.livekit_server import LiveKitServer
 from tests.liveportrait_fixtures import liveportrait_dir  # noqa: F401 - a fixture
+from tests.room_fixtures import watching_room
 from tests.worker_process import running_worker
 
 pytestmark = [
@@ -59,20 +60,8 @@ def agent_name(
 
 @pytest.fixture
 async def observer(livekit_server: LiveKitServer, agent_name: str) -> AsyncIterator[RoomObserver]:
-    server = livekit_server
-    room = f"liveportrait-{uuid.uuid4().hex[:8]}"
-    watcher = RoomObserver(
-        server.url,
-        observer_token(server.api_key, server.api_secret, room, "viewer", agent_name),
-        decode_stamps=False,
-        region=FACE,
-    )
-    await watcher.connect()
-    try:
-        await watcher.wait_for(lambda: len(watcher.video) > 60, 90, "the avatar's video")
+    async with watching_room(livekit_server, agent_name, FACE) as watcher:
         yield watcher
-    finally:
-        await watcher.aclose()
 
 
 def repeated_share(frames: list) -> float:
