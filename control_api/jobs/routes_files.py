@@ -26,6 +26,7 @@ from .. import uploads
 from ..context import JOBS
 from ..errors import ApiError
 from . import links
+from .shared_files import SharedFiles
 from .storage import StorageError
 
 _CONTENT_TYPES = {".mp4": "video/mp4", ".tar": "application/x-tar", ".m4a": "audio/mp4"}
@@ -90,8 +91,8 @@ _PRESIGN_MAX_S = 3600
 
 
 async def _redirect_to_shared(
-    shared, folder: str, name: str, content_type: str, request: web.Request
-) -> web.StreamResponse:  # noqa: ANN001 (shared_files.SharedFiles)
+    shared: SharedFiles, folder: str, name: str, content_type: str, request: web.Request
+) -> web.StreamResponse:
     """302 to a presigned URL of the object, valid no longer than the link (nor an hour)."""
     key = shared.file_key(folder, name)
     try:
