@@ -30,9 +30,9 @@ PUBLISHED = {
 }
 
 
-def _timed(fn: Any, repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    return median_ms(fn, repeats, digits=6) / 1000
+def _timed(fn: Any, repeats: int, clock: Any = time.perf_counter) -> float:
+    """Median seconds of `repeats` calls after one warm-up call, on `clock`."""
+    return median_ms(fn, repeats, digits=6, clock=clock) / 1000
 
 
 def measure(device: str, fp16: bool, batches: list[int], repeats: int) -> dict[str, Any]:
@@ -49,6 +49,9 @@ def measure(device: str, fp16: bool, batches: list[int], repeats: int) -> dict[s
     )
     from tests.musetalk_fixtures import PUBLISHED_UNET, PUBLISHED_VAE, PUBLISHED_WHISPER
 
+    # On the CPU: one thread, timed in CPU time, the cost on one core (wall time swings with
+    # whatever else shares the machine). On a GPU: wall time, synchronised.
+    clock = time.process_time if device == "cpu" else time.perf_counter
     start = time.perf_counter()
     unet = build_unet(dict(PUBLISHED_UNET)).eval().requires_grad_(False)
     vae = build_vae(dict(PUBLISHED_VAE)).eval().requires_grad_(False)
@@ -65,8 +68,8 @@ def measure(device: str, fp16: bool, batches: list[int], repeats: int) -> dict[s
     audio = (rng.standard_normal(16000 * 3) * 0.1).astype(np.float32)
     window = mel(audio)
     stages: dict[str, Any] = {
-        "log_mel_3s_window_s": _timed(lambda: mel(audio), repeats),
-        "whisper_encoder_s": _timed(lambda: networks.audio_features(window), repeats),
+        "log_mel_3s_window_s": _timed(lambda: mel(audio), repeats, clock),
+        "whisper_encoder_s": _timed(lambda: networks.audio_features(window), repeats, clock),
     }
     layers, width = networks.layers, networks.feature_dim
     per_batch: dict[str, dict[str, float]] = {}
@@ -92,9 +95,9 @@ def measure(device: str, fp16: bool, batches: list[int], repeats: int) -> dict[s
         def whole(latents: Any = latents, tokens: Any = tokens) -> None:
             networks.generate(latents, tokens)
 
-        unet_s = _timed(unet_step, repeats)
-        decode_s = _timed(vae_decode, repeats)
-        whole_s = _timed(whole, repeats)
+        unet_s = _timed(unet_step, repeats, clock)
+        decode_s = _timed(vae_decode, repeats, clock)
+        whole_s = _timed(whole, repeats, clock)
         per_batch[str(batch)] = {
             "unet_s": round(unet_s, 4),
             "vae_decode_s": round(decode_s, 4),
@@ -103,12 +106,14 @@ def measure(device: str, fp16: bool, batches: list[int], repeats: int) -> dict[s
         }
     encoder = FaceEncoder(vae, device=device, fp16=fp16)
     crop = rng.integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
-    stages["preparation_vae_encode_per_frame_s"] = _timed(lambda: encoder.latents(crop), repeats)
+    stages["preparation_vae_encode_per_frame_s"] = _timed(
+        lambda: encoder.latents(crop), repeats, clock
+    )
     frame = rng.integers(0, 255, (512, 512, 4), dtype=np.uint8)
     face = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
     mask = np.full((230, 200), 200, np.uint8)
     stages["paste_back_512_s"] = _timed(
-        lambda: paste_face(frame, face, np.array([156.0, 150.0, 356.0, 380.0]), mask), 20
+        lambda: paste_face(frame, face, np.array([156.0, 150.0, 356.0, 380.0]), mask), 20, clock
     )
     return {
         "device": device,
@@ -129,6 +134,7 @@ def _measure_all(batches: list[int] | None, repeats: int) -> dict[str, Any]:
     import torch
 
     batches = batches or [1, 2]
+    torch.set_num_threads(1)  # the CPU figures are per core (measure())
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
@@ -148,7 +154,8 @@ def section(results: dict[str, Any]) -> str:
         "## musetalk: per-stage time (MuseTalk 1.5 at its published sizes)",
         "",
         f"Measured {results['started']} on {results['machine']['cpu_count']} CPUs, random weights "
-        "in the published configurations. "
+        "in the published configurations. CPU rows: one thread, timed in CPU time (seconds of "
+        "one core; wall time swings with other work on the machine). "
         + (
             f"GPU: {results['gpu']}."
             if results.get("gpu")
