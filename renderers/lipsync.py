@@ -15,7 +15,8 @@ from typing import ClassVar, Protocol, TypeVar
 
 import numpy as np
 
-from .base import Renderer, RendererCapabilities, RendererError
+from .base import RendererCapabilities, RendererError
+from .configured import ConfiguredRenderer
 from .lipsync_settings import LipSyncSettings
 
 LOOKAHEAD_MARGIN_S = 0.01
@@ -64,7 +65,7 @@ def lipsync_capabilities(
     )
 
 
-class LipSyncRenderer(Renderer):
+class LipSyncRenderer(ConfiguredRenderer):
     """A renderer that plays an avatar package's own video and re-draws its face from
     speech. Subclasses set `settings_type` and `self.settings`, and do the drawing."""
 
@@ -72,37 +73,6 @@ class LipSyncRenderer(Renderer):
     """The renderer's settings class: read from the environment, or with nothing configured
     (what checkpoints() lists when a setting is bad)."""
     settings: LipSyncSettings
-
-    # -- Renderer ----------------------------------------------------------------------------
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        try:
-            settings = cls.settings_type.from_env()
-        except RendererError as error:
-            return error.message
-        return settings.unavailable_reason()
-
-    @classmethod
-    def describe(cls) -> dict[str, object]:
-        """The configured back end and device, as health reports them (nothing is loaded)."""
-        try:
-            settings = cls.settings_type.from_env()
-        except RendererError:
-            return {}
-        return cls.describe_settings(settings)
-
-    @classmethod
-    def describe_settings(cls, settings: LipSyncSettings) -> dict[str, object]:
-        """What describe() reports of valid settings."""
-        return {}
-
-    @classmethod
-    def checkpoints(cls) -> dict[str, object] | None:
-        try:
-            return cls.settings_type.from_env().checkpoints()
-        except RendererError:  # a bad setting: unavailable_reason names it
-            return cls.settings_type().checkpoints()
 
     # -- for subclasses ----------------------------------------------------------------------
 

@@ -39,20 +39,30 @@ def still_portrait_video(path: Path, *, frames: int, fps: float) -> Path:
 def renderer_worker(
     server: LiveKitServer,
     renderer: str,
-    avatar: Path,
+    avatar: Path | None,
     private_cache: Path,
     settings: Mapping[str, str],
+    *,
+    size: tuple[int, int] = (WIDTH, HEIGHT),
 ) -> Iterator[str]:
-    """A dispatched worker rendering `avatar` with `renderer` (its `settings`: the
-    renderer's own AVATAR_* variables) at WIDTH x HEIGHT; yields its agent name."""
+    """A dispatched worker rendering `avatar` (None: the bundled portrait) with `renderer`
+    (its `settings`: the renderer's own AVATAR_* variables) at `size`; yields its agent
+    name."""
     name = f"e2e-{renderer}-{uuid.uuid4().hex[:6]}"
+    source = (
+        {}
+        if avatar is None
+        else {
+            "AVATAR_SOURCE": str(avatar),
+            "AVATAR_AVATARS_DIR": str(avatar.parent),
+        }
+    )
     env = {
         "AVATAR_AGENT_NAME": name,
         "AVATAR_RENDERER": renderer,
-        "AVATAR_SOURCE": str(avatar),
-        "AVATAR_AVATARS_DIR": str(avatar.parent),
-        "AVATAR_WIDTH": str(WIDTH),
-        "AVATAR_HEIGHT": str(HEIGHT),
+        **source,
+        "AVATAR_WIDTH": str(size[0]),
+        "AVATAR_HEIGHT": str(size[1]),
         **settings,
         "AVATAR_CACHE": str(private_cache),
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 from bench.observer import RoomObserver, VideoSample, quiet_for
 from tests.ditto_fixtures import ditto_checkpoints  # noqa: F401 - a fixture
 from tests.livekit_server import LiveKitServer
-from tests.room_fixtures import watching_room
+from tests.room_fixtures import renderer_worker, watching_room
 from tests.stream_fixtures import (
     expect,
     expected_frames,
@@ -37,7 +36,6 @@ from tests.stream_fixtures import (
     stream_settings,
     until_closed,
 )
-from tests.worker_process import running_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -129,17 +127,10 @@ def agent_name(
     ditto_checkpoints: Path,  # noqa: F811 - the fixture imported above
     private_cache: Path,
 ) -> Iterator[str]:
-    name = f"e2e-ditto-{uuid.uuid4().hex[:6]}"
-    env = {
-        "AVATAR_AGENT_NAME": name,
-        "AVATAR_RENDERER": "ditto",
-        "AVATAR_WIDTH": str(SIZE),
-        "AVATAR_HEIGHT": str(SIZE),
-        "AVATAR_GREETING": GREETING,
-        "AVATAR_CACHE": str(private_cache),
-        **ditto_env(ditto_checkpoints),
-    }
-    with running_worker(livekit_server, ["-m", "agent", "dev"], env):
+    settings = {"AVATAR_GREETING": GREETING, **ditto_env(ditto_checkpoints)}
+    with renderer_worker(
+        livekit_server, "ditto", None, private_cache, settings, size=(SIZE, SIZE)
+    ) as name:
         yield name
 
 

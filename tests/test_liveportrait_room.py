@@ -12,7 +12,6 @@ because a render was late are counted and reported.
 from __future__ import annotations
 
 import importlib.util
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,8 +21,7 @@ import pytest
 from bench.observer import RoomObserver, picture_change, speak_and_watch
 from tests.livekit_server import LiveKitServer
 from tests.liveportrait_fixtures import liveportrait_dir  # noqa: F401 - a fixture
-from tests.room_fixtures import watching_room
-from tests.worker_process import running_worker
+from tests.room_fixtures import renderer_worker, watching_room
 
 pytestmark = [
     pytest.mark.livekit,
@@ -43,18 +41,14 @@ def agent_name(
     liveportrait_dir: Path,  # noqa: F811 - the fixture imported above
     private_cache: Path,
 ) -> Iterator[str]:
-    name = f"e2e-liveportrait-{uuid.uuid4().hex[:6]}"
-    env = {
-        "AVATAR_AGENT_NAME": name,
-        "AVATAR_RENDERER": "liveportrait",
-        "AVATAR_WIDTH": str(WIDTH),
-        "AVATAR_HEIGHT": str(HEIGHT),
+    settings = {
         "AVATAR_LIVEPORTRAIT_DIR": str(liveportrait_dir),
         "AVATAR_LIVEPORTRAIT_BACKEND": "torch",
         "AVATAR_LIVEPORTRAIT_DEVICE": "cpu",
-        "AVATAR_CACHE": str(private_cache),
     }
-    with running_worker(livekit_server, ["-m", "agent", "dev"], env):
+    with renderer_worker(
+        livekit_server, "liveportrait", None, private_cache, settings, size=(WIDTH, HEIGHT)
+    ) as name:
         yield name
 
 

@@ -58,11 +58,10 @@ import numpy as np
 from ..base import (
     Expression,
     FrameRequest,
-    Renderer,
     RendererCapabilities,
-    RendererError,
     VideoFormat,
 )
+from ..configured import ConfiguredRenderer
 from ..liveportrait.crop import CROP_SIZE
 from ..liveportrait.driving import plan
 from ..liveportrait.engine import LivePortraitEngine
@@ -154,8 +153,9 @@ def _shared(key: tuple[str, ...], make: Any) -> Any:
         return _SHARED[key]
 
 
-class DittoRenderer(Renderer):
+class DittoRenderer(ConfiguredRenderer):
     name = "ditto"
+    settings_type = DittoSettings
     capabilities = RendererCapabilities(
         sample_rate=SAMPLE_RATE,
         native_fps=MOTION_FPS,
@@ -195,28 +195,6 @@ class DittoRenderer(Renderer):
         self.backend_description = ""
 
     # -- Renderer ----------------------------------------------------------------------------
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        try:
-            settings = DittoSettings.from_env()
-        except RendererError as error:
-            return error.message
-        return settings.unavailable_reason()
-
-    @classmethod
-    def describe(cls) -> dict[str, object]:
-        try:
-            return DittoSettings.from_env().describe()
-        except RendererError:
-            return {}
-
-    @classmethod
-    def checkpoints(cls) -> dict[str, object] | None:
-        try:
-            return DittoSettings.from_env().checkpoints()
-        except RendererError:  # a bad setting: unavailable_reason names it
-            return DittoSettings().checkpoints()
 
     @property
     def engine(self) -> LivePortraitEngine:

@@ -30,11 +30,10 @@ import numpy as np
 from ..base import (
     Expression,
     FrameRequest,
-    Renderer,
     RendererCapabilities,
-    RendererError,
     VideoFormat,
 )
+from ..configured import ConfiguredRenderer
 from ..meshwarp.motion import EMOTION_POSES
 from . import expression as edit
 from .crop import Ratios, openness_ratios
@@ -108,8 +107,9 @@ class DrivingKeypoints:
     plan: FacePlan
 
 
-class LivePortraitRenderer(Renderer):
+class LivePortraitRenderer(ConfiguredRenderer):
     name = "liveportrait"
+    settings_type = LivePortraitSettings
     capabilities = RendererCapabilities(
         sample_rate=16000,
         lookahead_s=LOOKAHEAD_S + _LOOKAHEAD_MARGIN_S,
@@ -138,28 +138,6 @@ class LivePortraitRenderer(Renderer):
         self.backend_description = ""
 
     # -- Renderer ----------------------------------------------------------------------------
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        try:
-            settings = LivePortraitSettings.from_env()
-        except RendererError as error:
-            return error.message
-        return settings.unavailable_reason()
-
-    @classmethod
-    def describe(cls) -> dict[str, object]:
-        try:
-            return dict(LivePortraitSettings.from_env().describe())
-        except RendererError:
-            return {}
-
-    @classmethod
-    def checkpoints(cls) -> dict[str, object] | None:
-        try:
-            return LivePortraitSettings.from_env().checkpoints()
-        except RendererError:  # a bad setting: unavailable_reason names it
-            return LivePortraitSettings().checkpoints()
 
     @property
     def engine(self) -> LivePortraitEngine:
